@@ -1,0 +1,57 @@
+"""Evaluation: batched inference with loss and predictions, and the accuracy summaries built from them."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .device import autocast
+from .model import to_input
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    image_size: int,
+    batch_size: int,
+    precision: str,
+) -> tuple[float, torch.Tensor]:
+    """(mean cross-entropy, predicted classes on the CPU) of `model` over `images`.
+
+    `images`/`labels` may live on any device; each batch is moved to the model's device,
+    resized there, and its statistics stay there until the end (no per-batch host sync).
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    predictions = []
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device, non_blocking=True)
+        y = labels[start : start + batch_size].to(device, non_blocking=True)
+        with autocast(device, precision):
+            logits = model(to_input(x, image_size)).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        predictions.append(logits.argmax(1))
+    model.train(was_training)
+    predicted = torch.cat(predictions).cpu() if predictions else torch.empty(0, dtype=torch.long)
+    return loss_sum.item() / max(len(images), 1), predicted
+
+
+def summarize(loss: float, predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
+    """accuracy (fraction), loss, samples and per-class accuracy ('0'..'9' -> fraction, null if absent)."""
+    labels = labels.cpu()
+    correct = predicted == labels
+    per_class = {}
+    for c in range(num_classes):
+        mask = labels == c
+        per_class[str(c)] = round(correct[mask].float().mean().item(), 6) if mask.any() else None
+    return {
+        "accuracy": round(correct.float().mean().item(), 6),
+        "loss": round(loss, 6),
+        "samples": len(labels),
+        "per_class_accuracy": per_class,
+    }

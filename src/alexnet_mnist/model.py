@@ -1,0 +1,142 @@
+"""AlexNet for 1-channel images, faithful to the original layers, with an exact and deterministic LRN."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .params import MIN_IMAGE_SIZE
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    image_size: int = 227  # pixels per side of the network's input
+    dropout: float = 0.5
+    in_channels: int = 1
+    num_classes: int = 10
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def channel_window(channels: int, size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(C, C) 0/1 matrix W with W[j, c] = 1 when channel j is in the LRN window of channel c."""
+    c = torch.arange(channels, device=device)
+    offset = c[:, None] - c[None, :]  # source channel minus target channel
+    return ((offset >= -(size // 2)) & (offset <= (size - 1) // 2)).to(dtype)
+
+
+class _LocalResponseNorm(torch.autograd.Function):
+    """b = a * d^-beta with d = k + alpha/n * (a^2 @ W), over channels-last (B, H, W, C) views.
+
+    The window sum is one matrix product with the 0/1 band matrix W; the backward is the
+    analytic gradient, da = g * d^-beta - 2 alpha beta / n * a * ((g * a * d^-beta / d) @ W^T),
+    so no intermediate of the slices-and-pads formulation is kept or recomputed.
+    """
+
+    @staticmethod
+    def forward(ctx, x, size: int, alpha: float, beta: float, k: float):
+        compute = torch.promote_types(x.dtype, torch.float32)  # fp32 at least, even under bf16
+        a = x.permute(0, 2, 3, 1).to(compute)  # (B, C, H, W) -> (B, H, W, C)
+        window = channel_window(x.shape[1], size, compute, x.device)
+        d = torch.matmul(a * a, window).mul_(alpha / size).add_(k)
+        scale = d.pow(-beta)
+        ctx.save_for_backward(x, scale, d)
+        ctx.constants = (size, alpha, beta)
+        return (a * scale).to(x.dtype).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, scale, d = ctx.saved_tensors
+        size, alpha, beta = ctx.constants
+        a = x.permute(0, 2, 3, 1).to(scale.dtype)
+        g = grad.permute(0, 2, 3, 1).to(scale.dtype)
+        window = channel_window(x.shape[1], size, scale.dtype, x.device)
+        inner = torch.matmul((g * a).mul_(scale).div_(d), window.t())
+        da = torch.addcmul(g * scale, a, inner, value=-2.0 * alpha * beta / size)
+        return da.to(x.dtype).permute(0, 3, 1, 2), None, None, None, None
+
+
+class LocalResponseNorm(nn.Module):
+    """Same math as `nn.LocalResponseNorm`, faster and deterministic.
+
+    PyTorch's version goes through `avg_pool3d`: slow on CPU, and its CUDA backward is
+    nondeterministic. Here: b_c = a_c / (k + alpha/n * sum_{c' in window(c)} a_c'^2)^beta,
+    the window being channels c - n//2 .. c + (n-1)//2, zero-padded at the ends, computed
+    in float32 even under bf16 autocast.
+    """
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, H, W)
+        with torch.autocast(x.device.type, enabled=False):  # the window sum stays in fp32
+            return _LocalResponseNorm.apply(x, self.size, self.alpha, self.beta, self.k)
+
+    def extra_repr(self) -> str:
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+
+
+class AlexNet(nn.Module):
+    """AlexNet (Krizhevsky et al., 2012) for (B, in_channels, S, S) inputs; returns logits (B, num_classes)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if config.image_size < MIN_IMAGE_SIZE:
+            raise ValueError(f"model.image_size: {config.image_size} is below the minimum {MIN_IMAGE_SIZE}")
+        self.config = config
+        self.features = nn.Sequential(
+            nn.Conv2d(config.in_channels, 96, kernel_size=11, stride=4),
+            nn.ReLU(inplace=True),
+            LocalResponseNorm(5, alpha=1e-4, beta=0.75),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(96, 256, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
+            LocalResponseNorm(5, alpha=1e-4, beta=0.75),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(256, 384, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 384, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+        )
+        side = feature_side(self.features, config.image_size)
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(256 * side * side, 4096),  # 256*6*6 = 9216 inputs at 227x227
+            nn.ReLU(inplace=True),
+            nn.Dropout(config.dropout),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(config.dropout),
+            nn.Linear(4096, config.num_classes),  # logits: CrossEntropyLoss applies the softmax
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def feature_side(features: nn.Sequential, image_size: int) -> int:
+    """Side of the feature map that `features` makes of an image_size x image_size input."""
+    side = image_size
+    for layer in features:
+        if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
+            k, s, p = (_first(getattr(layer, a)) for a in ("kernel_size", "stride", "padding"))
+            side = (side + 2 * p - k) // s + 1
+    return side
+
+
+def _first(value) -> int:
+    return value[0] if isinstance(value, tuple) else value
+
+
+def to_input(images: torch.Tensor, image_size: int) -> torch.Tensor:
+    """(B, 1, 28, 28) -> (B, 1, S, S) channels_last: bilinear resize on the batch's own device."""
+    x = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    return x.contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,40 @@
+"""The model file models/model.pt: weights plus everything needed to rebuild and feed the network."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from . import storage
+from .errors import PipelineError
+from .model import AlexNet, ModelConfig
+
+REMAKE = "rerun the train stage: dvc repro -f train"
+
+
+def save_model(path: Path, model: AlexNet, normalization: dict, summary: dict) -> None:
+    """Write the weights with the model config and the input normalization they were trained with."""
+    storage.save(path, {
+        "config": model.config.to_dict(),
+        "state_dict": model.state_dict(),
+        "normalization": normalization,  # {'mean', 'std'} of the 0..1 pixels, as in params data.*
+        "train": summary,
+    })
+
+
+def load_model(path: Path) -> tuple[AlexNet, dict]:
+    """(model rebuilt from the file's own config, its normalization); errors name the file."""
+    saved = storage.load(path, "an AlexNet model file", REMAKE)
+    missing = {"config", "state_dict", "normalization"} - set(saved)
+    if missing:
+        raise PipelineError(f"{path}: lacks {', '.join(sorted(missing))}; {REMAKE}")
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    config = saved["config"]
+    if not isinstance(config, dict) or set(config) != fields:
+        raise PipelineError(f"{path}: model config {config!r} does not have the keys {sorted(fields)}; {REMAKE}")
+    try:
+        model = AlexNet(ModelConfig(**config))
+        model.load_state_dict(saved["state_dict"])
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise PipelineError(f"{path}: weights do not fit the model config {config}: {e}; {REMAKE}") from None
+    return model, saved["normalization"]

@@ -1,0 +1,70 @@
+"""Figures of a run: accuracy per epoch, and the test confusion matrix. Uses matplotlib, never torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .atomic import atomic_path
+from .errors import PipelineError
+from .params import PlotParams
+
+
+def read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    """The CSV at `path`, which must have `columns` and at least one row."""
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: not found; run the stage that writes it first (dvc repro)") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise PipelineError(f"{path}: not a readable CSV ({e}); rerun dvc repro -f") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing or frame.empty:
+        raise PipelineError(f"{path}: needs columns {', '.join(columns)} and at least one row; rerun dvc repro -f")
+    return frame
+
+
+def accuracy_figure(history: pd.DataFrame, params: PlotParams) -> Figure:
+    """Train and validation accuracy (%) per epoch."""
+    fig = Figure(figsize=(params.width, params.height), dpi=params.dpi)
+    ax = fig.subplots()
+    ax.plot(history["epoch"], 100 * history["train_accuracy"], marker="o", label="train")
+    ax.plot(history["epoch"], 100 * history["val_accuracy"], marker="o", label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("AlexNet on MNIST: accuracy per epoch")
+    ax.set_xticks(history["epoch"])
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(confusion: pd.DataFrame, params: PlotParams, num_classes: int = 10) -> Figure:
+    """Counts of (actual, predicted) test labels as a heat map, with the counts written in."""
+    counts = pd.crosstab(confusion["actual"], confusion["predicted"]).reindex(
+        index=range(num_classes), columns=range(num_classes), fill_value=0
+    ).to_numpy()
+    fig = Figure(figsize=(params.height + 1, params.height), dpi=params.dpi)
+    ax = fig.subplots()
+    image = ax.imshow(counts, cmap="Blues")
+    fig.colorbar(image, ax=ax, label="test images")
+    threshold = counts.max() / 2 if counts.size else 0
+    for (i, j), n in np.ndenumerate(counts):
+        ax.text(j, i, str(n), ha="center", va="center", fontsize=7,
+                color="white" if n > threshold else "black")
+    ax.set_xticks(range(num_classes))
+    ax.set_yticks(range(num_classes))
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("actual digit")
+    ax.set_title(f"Test confusion matrix ({counts.sum()} images)")
+    fig.tight_layout()
+    return fig
+
+
+def save_png(fig: Figure, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")

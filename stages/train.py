@@ -1,0 +1,58 @@
+"""Stage train: train AlexNet on data/prepared/ and write models/model.pt, the per-epoch history
+metrics/accuracy.csv and the summary metrics/train.json. Saves models/checkpoint.pt after every
+epoch and resumes from it when rerun with the same params.
+
+Run: python stages/train.py (from the project root; dvc repro does this).
+"""
+
+from pathlib import Path
+
+from alexnet_mnist.cli import run_stage
+from alexnet_mnist.params import load_params
+
+PREPARED = Path("data/prepared")
+MODEL = Path("models/model.pt")
+CHECKPOINT = Path("models/checkpoint.pt")
+HISTORY = Path("metrics/accuracy.csv")
+SUMMARY = Path("metrics/train.json")
+
+
+def main() -> None:
+    model_params, train_params = load_params("params.yaml", "model", "train")
+    from alexnet_mnist import atomic, device as dev  # torch loads only once params are valid
+    from alexnet_mnist.checkpoint import file_digest
+    from alexnet_mnist.model_file import save_model
+    from alexnet_mnist.prepare import load_split
+    from alexnet_mnist.train import HISTORY_COLUMNS, fit
+
+    device = dev.resolve_device(train_params.device, "train.device")
+    if train_params.deterministic:
+        dev.make_deterministic(device)
+    dev.keep_freed_memory()
+    precision = dev.resolve_precision(train_params.precision, device)
+    train_set, val_set = load_split(PREPARED / "train.pt"), load_split(PREPARED / "val.pt")
+    print(f"training on {len(train_set['labels'])} images, validating on {len(val_set['labels'])}; "
+          f"device {device}, precision {precision}")
+    run = fit(train_set, val_set, model_params, train_params, device, precision, checkpoint=CHECKPOINT,
+              data_digest=file_digest(PREPARED / "train.pt", PREPARED / "val.pt"))
+    last = run.history[-1]
+    seconds = sum(row["seconds"] for row in run.history)
+    summary = {
+        "epochs": last["epoch"],
+        "train_loss": round(last["train_loss"], 6),
+        "train_accuracy": round(last["train_accuracy"], 6),
+        "val_loss": round(last["val_loss"], 6),
+        "val_accuracy": round(last["val_accuracy"], 6),
+        "seconds": round(seconds, 2),  # wall time of all epochs' training, validation excluded
+        "images_per_second": round(len(train_set["labels"]) * len(run.history) / seconds, 1),
+        **dev.describe(device, precision),
+    }
+    normalization = {"mean": train_set["mean"], "std": train_set["std"]}
+    save_model(MODEL, run.model, normalization, summary)
+    atomic.write_csv(HISTORY, run.history, HISTORY_COLUMNS)
+    atomic.write_json(SUMMARY, summary)
+    print(f"wrote {MODEL}, {HISTORY}, {SUMMARY}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
