@@ -19,6 +19,7 @@ SUMMARY = Path("metrics/train.json")
 
 def main() -> None:
     model_params, train_params = load_params("params.yaml", "model", "train")
+    import alexnet_mnist
     from alexnet_mnist import atomic, device as dev  # torch loads only once params are valid
     from alexnet_mnist.checkpoint import file_digest
     from alexnet_mnist.model_file import save_model
@@ -33,8 +34,11 @@ def main() -> None:
     train_set, val_set = load_split(PREPARED / "train.pt"), load_split(PREPARED / "val.pt")
     print(f"training on {len(train_set['labels'])} images, validating on {len(val_set['labels'])}; "
           f"device {device}, precision {precision}")
+    # a checkpoint is reused only by the same data and the same code
+    code = sorted(Path(alexnet_mnist.__file__).parent.glob("*.py")) + [Path(__file__)]
+    inputs = file_digest(PREPARED / "train.pt", PREPARED / "val.pt", *code)
     run = fit(train_set, val_set, model_params, train_params, device, precision, checkpoint=CHECKPOINT,
-              data_digest=file_digest(PREPARED / "train.pt", PREPARED / "val.pt"))
+              inputs_digest=inputs)
     last = run.history[-1]
     seconds = sum(row["seconds"] for row in run.history)
     summary = {

@@ -22,7 +22,7 @@ def file_digest(*paths: Path) -> str:
     return h.hexdigest()
 
 
-def fingerprint(model: ModelParams, train: TrainParams, device: str, precision: str, data_digest: str) -> str:
+def fingerprint(model: ModelParams, train: TrainParams, device: str, precision: str, inputs_digest: str) -> str:
     """Everything a run's result depends on except the number of epochs.
 
     Two runs with equal fingerprints follow the same trajectory epoch by epoch (nothing,
@@ -31,11 +31,11 @@ def fingerprint(model: ModelParams, train: TrainParams, device: str, precision: 
     """
     identity = {
         "model": dataclasses.asdict(model),
-        "train": dataclasses.asdict(dataclasses.replace(train, epochs=0)),
+        "train": {k: v for k, v in dataclasses.asdict(train).items() if k != "epochs"},
         "device": device,
         "precision": precision,
-        "data": data_digest,
-        "torch": torch.__version__,
+        "inputs": inputs_digest,
+        "torch": str(torch.__version__),
         "threads": torch.get_num_threads(),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()

@@ -59,7 +59,7 @@ def describe(device: torch.device, precision: str) -> dict:
         "device": device.type,
         "device_name": name,
         "precision": precision,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "threads": torch.get_num_threads(),
     }
 

@@ -28,6 +28,33 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def read_checksums(path: Path) -> dict[str, str]:
+    """name -> SHA-256 from a `sha256sum`-format file (`<hex digest>  <name>` per line)."""
+    checksums = {}
+    try:
+        lines = Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        raise DownloadError(f"{path}: not found; it lists the SHA-256 of each MNIST file") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        digest, _, name = line.partition("  ")
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest) or not name.strip():
+            raise DownloadError(f"{path}, line {number}: {line!r} is not '<64 hex digits>  <file name>'")
+        checksums[name.strip()] = digest
+    if sorted(checksums) != sorted(MNIST_FILES):
+        raise DownloadError(f"{path}: must list exactly {', '.join(MNIST_FILES)}; lists {', '.join(checksums) or 'none'}")
+    return checksums
+
+
 def sources(env_mirror: str | None, mirrors: Iterable[str]) -> list[str]:
     """The sources to try, in order: `env_mirror` (a folder or URL base) first, then `mirrors`."""
     found = []
@@ -70,7 +97,10 @@ def _try_source(source: str, name: str, expected: str) -> tuple[bytes | None, st
     for filename, compressed in ((name + ".gz", True), (name, False)):
         try:
             data = _fetch(source, filename)
-        except (OSError, urllib.error.URLError, ValueError) as e:
+        except urllib.error.HTTPError as e:
+            reasons.append(f"{filename}: HTTP {e.code} {e.reason}")
+            continue
+        except (OSError, ValueError) as e:  # URLError is an OSError
             reasons.append(f"{filename}: {getattr(e, 'reason', None) or e}")
             continue
         if compressed:

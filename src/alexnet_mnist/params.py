@@ -12,12 +12,6 @@ import yaml
 
 from .errors import PipelineError
 
-MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 MIN_IMAGE_SIZE = 67  # pixels: the smallest input whose last max-pool still yields 1x1
@@ -35,7 +29,6 @@ def _require(ok: bool, key: str, message: str) -> None:
 @dataclass(frozen=True)
 class DataParams:
     mirrors: tuple[str, ...]
-    sha256: dict[str, str]
     val_size: int
     train_size: int | None
     test_size: int | None
@@ -44,17 +37,6 @@ class DataParams:
     std: float
 
     def __post_init__(self) -> None:
-        _require(
-            sorted(self.sha256) == sorted(MNIST_FILES),
-            "data.sha256",
-            f"must map exactly the files {', '.join(MNIST_FILES)}; got {', '.join(sorted(self.sha256)) or 'none'}",
-        )
-        for name, digest in self.sha256.items():
-            _require(
-                len(digest) == 64 and all(c in "0123456789abcdef" for c in digest),
-                f"data.sha256.{name}",
-                f"{digest!r} is not a lowercase hex SHA-256 digest (64 characters)",
-            )
         _require(self.val_size >= 1, "data.val_size", f"must be at least 1, got {self.val_size}")
         _require(self.train_size is None or self.train_size >= 1, "data.train_size",
                  f"must be null (all) or at least 1, got {self.train_size}")

@@ -117,7 +117,7 @@ def fit(
     device: torch.device,
     precision: str,
     checkpoint: Path | None = None,
-    data_digest: str = "",
+    inputs_digest: str = "",
 ) -> Run:
     """Train for `train_params.epochs`, resuming from `checkpoint` when it has the same fingerprint.
 
@@ -125,7 +125,7 @@ def fit(
     from its last completed epoch and ends with exactly the weights of an uninterrupted one.
     """
     run = start(model_params, train_params, device)
-    identity = ckpt.fingerprint(model_params, train_params, device.type, precision, data_digest)
+    identity = ckpt.fingerprint(model_params, train_params, device.type, precision, inputs_digest)
     if checkpoint is not None and checkpoint.is_file():
         state = storage.load(checkpoint, "a training checkpoint", f"delete {checkpoint} to start over")
         done = len(state.get("history", []))
@@ -141,7 +141,7 @@ def fit(
     while run.epoch < train_params.epochs:
         epoch = run.epoch + 1
         with tqdm(total=len(images), desc=f"epoch {epoch}/{train_params.epochs}", unit="img",
-                  unit_scale=True, leave=False) as bar:
+                  unit_scale=True, leave=False, mininterval=1.0) as bar:
             began = time.perf_counter()
             train_loss, train_accuracy = train_epoch(run, step_fn, images, labels, train_params.batch_size,
                                                      precision, bar)

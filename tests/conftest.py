@@ -1,0 +1,141 @@
+"""Shared test fixtures: small MNIST-format files made here, and a temp DVC project of this repo."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from alexnet_mnist.idx import encode_idx
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the venv's python, dvc and pytest
+
+# Small settings every end-to-end test starts from; the real defaults take hours on a CPU.
+TINY = {
+    "data": {"val_size": 64, "train_size": 256, "test_size": 100},
+    "model": {"image_size": 67},
+    "train": {"epochs": 1, "batch_size": 32, "device": "cpu"},
+    "evaluate": {"batch_size": 50, "device": "cpu"},
+}
+
+
+def synthetic_mnist(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 28, 28) uint8 images and (n,) labels; digit c is a bright 8x8 square at a place set by c."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    for image, label in zip(images, labels):
+        row, col = divmod(int(label), 5)
+        image[2 + row * 12 : 10 + row * 12, 1 + col * 5 : 9 + col * 5] = 230
+    return images, labels
+
+
+def write_mnist(folder: Path, n_train: int = 400, n_test: int = 100, gz: bool = True) -> dict[str, str]:
+    """Write the four MNIST files (made up, real format) to `folder`; return name -> SHA-256."""
+    folder.mkdir(parents=True, exist_ok=True)
+    train_images, train_labels = synthetic_mnist(n_train, seed=1)
+    test_images, test_labels = synthetic_mnist(n_test, seed=2)
+    arrays = {
+        "train-images-idx3-ubyte": train_images,
+        "train-labels-idx1-ubyte": train_labels,
+        "t10k-images-idx3-ubyte": test_images,
+        "t10k-labels-idx1-ubyte": test_labels,
+    }
+    checksums = {}
+    for name, array in arrays.items():
+        data = encode_idx(array)
+        checksums[name] = hashlib.sha256(data).hexdigest()
+        if gz:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (folder / name).write_bytes(data)
+    return checksums
+
+
+@pytest.fixture
+def mnist_mirror(tmp_path) -> tuple[Path, dict[str, str]]:
+    folder = tmp_path / "mirror"
+    return folder, write_mnist(folder)
+
+
+def deep_update(base: dict, changes: dict) -> dict:
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            deep_update(base.setdefault(key, {}), value)
+        else:
+            base[key] = value
+    return base
+
+
+def tiny_params(**changes) -> dict:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    deep_update(params, TINY)
+    params["data"]["mirrors"] = []
+    return deep_update(params, changes)
+
+
+class Project:
+    """A temp git + DVC repo holding this project's pipeline, run through the real CLIs."""
+
+    def __init__(self, path: Path, mirror: Path):
+        self.path = path
+        self.env = {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "MNIST_MIRROR": str(mirror),
+            "DVC_NO_ANALYTICS": "1",
+            "COLUMNS": "1000",  # wide enough that `dvc exp show` abbreviates nothing
+            "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+            "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
+        }
+
+    def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        result = subprocess.run(args, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def dvc(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        return self.run(str(BIN / "dvc"), *args, **kwargs)
+
+    def stage(self, name: str, check: bool = False) -> subprocess.CompletedProcess:
+        """Run one stage script directly, as dvc would."""
+        return self.run(str(BIN / "python"), f"stages/{name}.py", check=check)
+
+    def write_params(self, params: dict) -> None:
+        (self.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_project(path: Path, mirror: Path, checksums: dict[str, str], params: dict) -> Project:
+    path.mkdir(parents=True)
+    for item in ("dvc.yaml", "stages", "src"):
+        source = ROOT / item
+        if source.is_dir():
+            shutil.copytree(source, path / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(source, path / item)
+    shutil.copy2(ROOT / ".gitignore", path / ".gitignore")
+    project = Project(path, mirror)
+    project.write_params(params)
+    (path / "mnist.sha256").write_text("".join(f"{digest}  {name}\n" for name, digest in checksums.items()))
+    project.run("git", "init", "-q")
+    project.dvc("init", "-q")
+    project.dvc("config", "core.analytics", "false")
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-qm", "tiny pipeline")
+    return project
+
+
+@pytest.fixture
+def project(tmp_path, mnist_mirror) -> Project:
+    mirror, checksums = mnist_mirror
+    return make_project(tmp_path / "project", mirror, checksums, tiny_params())

@@ -1,0 +1,32 @@
+"""Evaluation on known predictions: accuracy, per-class accuracy and loss."""
+
+import math
+
+import torch
+from torch import nn
+
+from alexnet_mnist.evaluate import predict, summarize
+
+
+def test_summarize_known_predictions():
+    labels = torch.tensor([0, 1, 2, 2, 1])
+    predicted = torch.tensor([0, 1, 1, 2, 1])
+    summary = summarize(0.5, predicted, labels, num_classes=4)
+    assert summary["accuracy"] == 0.8 and summary["samples"] == 5 and summary["loss"] == 0.5
+    assert summary["per_class_accuracy"] == {"0": 1.0, "1": 1.0, "2": 0.5, "3": None}
+
+
+def test_predict_with_a_model_of_known_output():
+    """A model whose logits are its bias: it always says 3, with a known cross-entropy."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(67 * 67, 10))
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].bias.copy_(torch.tensor([0.0, 0, 0, 2.0, 0, 0, 0, 0, 0, 0]))
+    images = torch.randn(7, 1, 28, 28)
+    labels = torch.tensor([3, 3, 3, 0, 1, 2, 3])
+    loss, predicted = predict(model, images, labels, image_size=67, batch_size=3, precision="fp32")
+    assert predicted.tolist() == [3] * 7
+    p3 = math.exp(2) / (math.exp(2) + 9)
+    expected = (4 * -math.log(p3) + 3 * -math.log(1 / (math.exp(2) + 9))) / 7
+    assert math.isclose(loss, expected, rel_tol=1e-6)
+    assert summarize(loss, predicted, labels, 10)["accuracy"] == round(4 / 7, 6)

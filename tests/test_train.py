@@ -1,0 +1,94 @@
+"""The training loop: learning, determinism, resume equal to an uninterrupted run, divergence."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from alexnet_mnist.model import to_input
+from alexnet_mnist.params import ModelParams, TrainParams
+from alexnet_mnist.train import DivergedError, fit, start
+from conftest import synthetic_mnist
+
+MODEL = ModelParams(image_size=67, dropout=0.5)
+CPU = torch.device("cpu")
+
+
+def train_params(**changes) -> TrainParams:
+    base = dict(epochs=2, batch_size=32, lr=1e-3, seed=7, device="cpu", precision="fp32",
+                compile=False, deterministic=False)
+    return TrainParams(**{**base, **changes})
+
+
+def dataset(n: int, seed: int) -> dict:
+    images, labels = synthetic_mnist(n, seed)
+    x = torch.from_numpy(images).float().div(255).sub(0.1307).div(0.3081).unsqueeze(1)
+    return {"images": x, "labels": torch.from_numpy(labels).long()}
+
+
+TRAIN, VAL = dataset(160, 1), dataset(64, 2)
+
+
+def weights(run) -> dict:
+    return {k: v.clone() for k, v in run.model.state_dict().items()}
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_one_step_lowers_the_loss():
+    run = start(MODEL, train_params(), CPU)
+    x, y = to_input(TRAIN["images"][:32], 67), TRAIN["labels"][:32]
+    run.model.eval()  # dropout off, so both losses see the same network
+    before = F.cross_entropy(run.model(x), y)
+    run.model.train()
+    run.optimizer.zero_grad()
+    F.cross_entropy(run.model(x), y).backward()
+    run.optimizer.step()
+    run.model.eval()
+    assert F.cross_entropy(run.model(x), y) < before
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_same_seed_gives_bitwise_identical_weights(precision):
+    a = fit(TRAIN, VAL, MODEL, train_params(epochs=1, precision=precision), CPU, precision)
+    b = fit(TRAIN, VAL, MODEL, train_params(epochs=1, precision=precision), CPU, precision)
+    assert_same_weights(weights(a), weights(b))
+    assert a.history[0]["val_accuracy"] == b.history[0]["val_accuracy"]
+    c = fit(TRAIN, VAL, MODEL, train_params(epochs=1, seed=8, precision=precision), CPU, precision)
+    assert not torch.equal(weights(a)["classifier.7.weight"], weights(c)["classifier.7.weight"])
+
+
+def test_history_has_a_row_per_epoch_with_fractions():
+    run = fit(TRAIN, VAL, MODEL, train_params(epochs=2), CPU, "fp32")
+    assert [row["epoch"] for row in run.history] == [1, 2]
+    for row in run.history:
+        assert 0 <= row["train_accuracy"] <= 1 and 0 <= row["val_accuracy"] <= 1 and row["seconds"] > 0
+
+
+def test_resume_from_checkpoint_ends_with_the_uninterrupted_weights(tmp_path):
+    straight = fit(TRAIN, VAL, MODEL, train_params(epochs=3), CPU, "fp32")
+    checkpoint = tmp_path / "checkpoint.pt"
+    first = fit(TRAIN, VAL, MODEL, train_params(epochs=1), CPU, "fp32", checkpoint=checkpoint)
+    assert checkpoint.is_file() and len(first.history) == 1
+    resumed = fit(TRAIN, VAL, MODEL, train_params(epochs=3), CPU, "fp32", checkpoint=checkpoint)
+    assert_same_weights(weights(straight), weights(resumed))
+    assert [r["val_loss"] for r in resumed.history] == [r["val_loss"] for r in straight.history]
+
+
+def test_checkpoint_of_other_params_is_not_reused(tmp_path, capsys):
+    checkpoint = tmp_path / "checkpoint.pt"
+    fit(TRAIN, VAL, MODEL, train_params(epochs=1, lr=5e-4), CPU, "fp32", checkpoint=checkpoint)
+    other = fit(TRAIN, VAL, MODEL, train_params(epochs=1), CPU, "fp32", checkpoint=checkpoint)
+    assert "starting over" in capsys.readouterr().out
+    assert_same_weights(weights(other), weights(fit(TRAIN, VAL, MODEL, train_params(epochs=1), CPU, "fp32")))
+
+
+def test_non_finite_loss_stops_naming_epoch_and_step(tmp_path):
+    poisoned = {"images": torch.full_like(TRAIN["images"], float("nan")), "labels": TRAIN["labels"]}
+    checkpoint = tmp_path / "checkpoint.pt"
+    with pytest.raises(DivergedError, match=r"NaN or infinite at epoch 1, step 1 of 5; lower train.lr"):
+        fit(poisoned, VAL, MODEL, train_params(), CPU, "fp32", checkpoint=checkpoint)
+    assert not checkpoint.exists()
