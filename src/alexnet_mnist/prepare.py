@@ -16,6 +16,13 @@ def normalize(images: np.ndarray, mean: float, std: float) -> torch.Tensor:
     return x.sub_(mean).div_(std).unsqueeze(1)
 
 
+def split_indices(n: int, val_size: int, train_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) indices into n training images, each sorted: a seeded permutation's
+    first `val_size` entries are the validation images, the next `train_size` the training ones."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+    return np.sort(order[val_size : val_size + train_size]), np.sort(order[:val_size])
+
+
 def split(
     train_images: np.ndarray,
     train_labels: np.ndarray,
@@ -53,8 +60,7 @@ def split(
             f"params.yaml: data.test_size: {test_size} is more than the {len(test_images)} test images; "
             f"set it to at most {len(test_images)} or null"
         )
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(params.seed)).numpy()
-    val_idx, train_idx = order[: params.val_size], order[params.val_size : params.val_size + train_size]
+    train_idx, val_idx = split_indices(n, params.val_size, train_size, params.seed)
 
     def subset(images, labels, idx):
         return {
@@ -65,8 +71,8 @@ def split(
         }
 
     return {
-        "train": subset(train_images, train_labels, np.sort(train_idx)),
-        "val": subset(train_images, train_labels, np.sort(val_idx)),
+        "train": subset(train_images, train_labels, train_idx),
+        "val": subset(train_images, train_labels, val_idx),
         "test": subset(test_images, test_labels, np.arange(test_size)),
     }
 
