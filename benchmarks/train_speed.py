@@ -119,7 +119,8 @@ def measure(job: dict) -> dict:
     from alexnet_mnist import device as dev
     from alexnet_mnist.evaluate import predict
 
-    dev.keep_freed_memory() if job["loop"] == "project" else None
+    if job["loop"] == "project":
+        dev.tune_cpu()  # as the train and evaluate stages do
     device = dev.resolve_device(job["device"])
     root = Path(job["root"])
     size, batch, seed = job["size"], 64, job.get("seed", 0)
@@ -157,11 +158,14 @@ def measure(job: dict) -> dict:
         if job["what"] == "speed":
             loader = seed_loader(root, size, train_idx, False, batch, seed)
             train_steps(loader, job["warmup"])
-            sync(device)
-            began = time.perf_counter()
-            train_steps(loader, job["steps"])
-            sync(device)
-            result["train_images_per_s"] = job["steps"] * batch / (time.perf_counter() - began)
+            rates = []
+            for _ in range(job["repeats"]):
+                sync(device)
+                began = time.perf_counter()
+                train_steps(loader, job["steps"])
+                sync(device)
+                rates.append(job["steps"] * batch / (time.perf_counter() - began))
+            result["train_images_per_s"] = statistics.median(rates)
             test_loader = seed_loader(root, size, None, True, 1000, 0)
             first = next(iter(test_loader))  # warm-up batch
             model.eval()
@@ -200,12 +204,15 @@ def measure(job: dict) -> dict:
             bar = tqdm(disable=True)
             n_warm, n_time = job["warmup"] * batch, job["steps"] * batch
             train_epoch(run, step_fn, images[:n_warm], labels[:n_warm], batch, precision, bar)
-            sync(device)
-            began = time.perf_counter()
-            train_epoch(run, step_fn, images[n_warm : n_warm + n_time], labels[n_warm : n_warm + n_time],
-                        batch, precision, bar)
-            sync(device)
-            result["train_images_per_s"] = n_time / (time.perf_counter() - began)
+            rates = []
+            for r in range(job["repeats"]):
+                chunk = slice(n_warm + r * n_time, n_warm + (r + 1) * n_time)
+                sync(device)
+                began = time.perf_counter()
+                train_epoch(run, step_fn, images[chunk], labels[chunk], batch, precision, bar)
+                sync(device)
+                rates.append(n_time / (time.perf_counter() - began))
+            result["train_images_per_s"] = statistics.median(rates)
             n_eval = job["eval_images"]
             test_images = test["images"][: 1000 + n_eval].to(device)
             test_labels = test["labels"][: 1000 + n_eval].to(device)
@@ -238,7 +245,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--sizes", default="227,67", help="image sizes to time, comma-separated")
-    parser.add_argument("--steps", type=int, default=12, help="timed steps of batch 64 per loop and size")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps of batch 64 in each repeat")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per loop and size; the median counts")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
     parser.add_argument("--eval-images", type=int, default=2000, help="test images timed for evaluation")
     parser.add_argument("--quick-size", type=int, default=67, help="image size of the accuracy comparison")
@@ -254,7 +262,7 @@ def main() -> None:
         print(json.dumps(measure(json.loads(args.job))))
         return
     if args.smoke:
-        args.sizes, args.steps, args.warmup, args.eval_images = "67", 2, 1, 1000
+        args.sizes, args.steps, args.repeats, args.warmup, args.eval_images = "67", 2, 1, 1, 1000
         args.train_size, args.epochs, args.seeds = 256, 1, "0"
 
     import torch
@@ -264,7 +272,8 @@ def main() -> None:
     device = resolve_device(args.device)
     scratch = Path(tempfile.mkdtemp(prefix="mnist-bench-"))
     root = str(raw_folder(scratch))
-    common = {"device": args.device, "root": root, "train_size": max(args.train_size, (args.warmup + args.steps) * 64)}
+    needed = (args.warmup + args.repeats * args.steps) * 64  # training images the timed steps use
+    common = {"device": args.device, "root": root, "train_size": max(args.train_size, needed)}
     lines = [
         "| image size | loop | train images/s | eval images/s | peak memory (MiB) |",
         "|---:|---|---:|---:|---:|",
@@ -275,7 +284,7 @@ def main() -> None:
         found = {}
         for loop in loops:
             job = {**common, "loop": loop.split("+")[0], "what": "speed", "size": size, "steps": args.steps,
-                   "warmup": args.warmup, "eval_images": args.eval_images, "compile": loop.endswith("compile")}
+                   "repeats": args.repeats, "warmup": args.warmup, "eval_images": args.eval_images, "compile": loop.endswith("compile")}
             found[loop] = r = spawn(job)
             label = loop + (f" ({r['precision']})" if "precision" in r else " (fp32)")
             lines.append(f"| {size} | {label} | {r['train_images_per_s']:.1f} | {r['eval_images_per_s']:.1f} | "
@@ -299,7 +308,8 @@ def main() -> None:
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"device {info['device_name']}; torch {info['torch_version']}, {info['threads']} threads.",
         f"Command: `{' '.join(['python', 'benchmarks/train_speed.py', *sys.argv[1:]])}`",
-        f"Timing: {args.warmup} warm-up then {args.steps} timed training steps of batch 64; "
+        f"Timing: {args.warmup} warm-up steps, then the median of {args.repeats} repeats of {args.steps} timed "
+        f"training steps of batch 64; "
         f"evaluation over {args.eval_images} test images in batches of 1000.",
         "",
         *lines,

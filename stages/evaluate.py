@@ -26,7 +26,7 @@ def main() -> None:
     from alexnet_mnist.prepare import load_split
 
     device = dev.resolve_device(params.device, "evaluate.device")
-    dev.keep_freed_memory()
+    dev.tune_cpu()
     precision = dev.resolve_precision(params.precision, device)
     model, normalization = load_model(MODEL)
     test = load_split(TEST)

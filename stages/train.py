@@ -29,7 +29,7 @@ def main() -> None:
     device = dev.resolve_device(train_params.device, "train.device")
     if train_params.deterministic:
         dev.make_deterministic(device)
-    dev.keep_freed_memory()
+    dev.tune_cpu()
     precision = dev.resolve_precision(train_params.precision, device)
     train_set, val_set = load_split(PREPARED / "train.pt"), load_split(PREPARED / "val.pt")
     print(f"training on {len(train_set['labels'])} images, validating on {len(val_set['labels'])}; "
