@@ -158,14 +158,11 @@ def measure(job: dict) -> dict:
         if job["what"] == "speed":
             loader = seed_loader(root, size, train_idx, False, batch, seed)
             train_steps(loader, job["warmup"])
-            rates = []
-            for _ in range(job["repeats"]):
-                sync(device)
-                began = time.perf_counter()
-                train_steps(loader, job["steps"])
-                sync(device)
-                rates.append(job["steps"] * batch / (time.perf_counter() - began))
-            result["train_images_per_s"] = statistics.median(rates)
+            sync(device)
+            began = time.perf_counter()
+            train_steps(loader, job["steps"])
+            sync(device)
+            result["train_images_per_s"] = job["steps"] * batch / (time.perf_counter() - began)
             test_loader = seed_loader(root, size, None, True, 1000, 0)
             first = next(iter(test_loader))  # warm-up batch
             model.eval()
@@ -204,15 +201,12 @@ def measure(job: dict) -> dict:
             bar = tqdm(disable=True)
             n_warm, n_time = job["warmup"] * batch, job["steps"] * batch
             train_epoch(run, step_fn, images[:n_warm], labels[:n_warm], batch, precision, bar)
-            rates = []
-            for r in range(job["repeats"]):
-                chunk = slice(n_warm + r * n_time, n_warm + (r + 1) * n_time)
-                sync(device)
-                began = time.perf_counter()
-                train_epoch(run, step_fn, images[chunk], labels[chunk], batch, precision, bar)
-                sync(device)
-                rates.append(n_time / (time.perf_counter() - began))
-            result["train_images_per_s"] = statistics.median(rates)
+            sync(device)
+            began = time.perf_counter()
+            train_epoch(run, step_fn, images[n_warm : n_warm + n_time], labels[n_warm : n_warm + n_time],
+                        batch, precision, bar)
+            sync(device)
+            result["train_images_per_s"] = n_time / (time.perf_counter() - began)
             n_eval = job["eval_images"]
             test_images = test["images"][: 1000 + n_eval].to(device)
             test_labels = test["labels"][: 1000 + n_eval].to(device)
@@ -245,10 +239,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--sizes", default="227,67", help="image sizes to time, comma-separated")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps of batch 64 in each repeat")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per loop and size; the median counts")
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps of batch 64 per process")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="fresh processes per loop and size, seed and project alternating; the median counts")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
-    parser.add_argument("--eval-images", type=int, default=2000, help="test images timed for evaluation")
+    parser.add_argument("--eval-images", type=int, default=1000, help="test images timed for evaluation")
     parser.add_argument("--quick-size", type=int, default=67, help="image size of the accuracy comparison")
     parser.add_argument("--train-size", type=int, default=10_000, help="training images, accuracy comparison")
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the accuracy comparison")
@@ -262,7 +257,7 @@ def main() -> None:
         print(json.dumps(measure(json.loads(args.job))))
         return
     if args.smoke:
-        args.sizes, args.steps, args.repeats, args.warmup, args.eval_images = "67", 2, 1, 1, 1000
+        args.sizes, args.steps, args.rounds, args.warmup, args.eval_images = "67", 2, 1, 1, 1000
         args.train_size, args.epochs, args.seeds = 256, 1, "0"
 
     import torch
@@ -272,7 +267,7 @@ def main() -> None:
     device = resolve_device(args.device)
     scratch = Path(tempfile.mkdtemp(prefix="mnist-bench-"))
     root = str(raw_folder(scratch))
-    needed = (args.warmup + args.repeats * args.steps) * 64  # training images the timed steps use
+    needed = (args.warmup + args.steps) * 64  # training images the timed steps use
     common = {"device": args.device, "root": root, "train_size": max(args.train_size, needed)}
     lines = [
         "| image size | loop | train images/s | eval images/s | peak memory (MiB) |",
@@ -281,15 +276,20 @@ def main() -> None:
     speedups = []
     for size in (int(s) for s in args.sizes.split(",")):
         loops = ["seed", "project"] + (["project+compile"] if args.compile else [])
+        runs = {loop: [] for loop in loops}
+        for _ in range(args.rounds):  # alternate the loops, so drifts of machine speed hit both alike
+            for loop in loops:
+                job = {**common, "loop": loop.split("+")[0], "what": "speed", "size": size, "steps": args.steps,
+                       "warmup": args.warmup, "eval_images": args.eval_images, "compile": loop.endswith("compile")}
+                runs[loop].append(spawn(job))
+                print(f"{size} {loop}: {runs[loop][-1]}", file=sys.stderr, flush=True)
         found = {}
         for loop in loops:
-            job = {**common, "loop": loop.split("+")[0], "what": "speed", "size": size, "steps": args.steps,
-                   "repeats": args.repeats, "warmup": args.warmup, "eval_images": args.eval_images, "compile": loop.endswith("compile")}
-            found[loop] = r = spawn(job)
-            label = loop + (f" ({r['precision']})" if "precision" in r else " (fp32)")
+            found[loop] = r = {key: statistics.median(run[key] for run in runs[loop])
+                               for key in ("train_images_per_s", "eval_images_per_s", "peak_memory_mb")}
+            label = loop + (f" ({runs[loop][0]['precision']})" if "precision" in runs[loop][0] else " (fp32)")
             lines.append(f"| {size} | {label} | {r['train_images_per_s']:.1f} | {r['eval_images_per_s']:.1f} | "
                          f"{r['peak_memory_mb']:.0f} |")
-            print(lines[-1], file=sys.stderr, flush=True)
         for loop in loops[1:]:
             speedups.append(
                 f"- {size}x{size}, {loop}: training {found[loop]['train_images_per_s'] / found['seed']['train_images_per_s']:.2f}x "
@@ -308,9 +308,10 @@ def main() -> None:
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"device {info['device_name']}; torch {info['torch_version']}, {info['threads']} threads.",
         f"Command: `{' '.join(['python', 'benchmarks/train_speed.py', *sys.argv[1:]])}`",
-        f"Timing: {args.warmup} warm-up steps, then the median of {args.repeats} repeats of {args.steps} timed "
-        f"training steps of batch 64; "
-        f"evaluation over {args.eval_images} test images in batches of 1000.",
+        f"Timing: in each of {args.rounds} fresh processes per loop and size (seed and project alternating), "
+        f"{args.warmup} warm-up steps then {args.steps} timed training steps of batch 64, and "
+        f"evaluation of {args.eval_images} test images in batches of 1000 after one warm-up batch; "
+        f"the table gives the median over processes.",
         "",
         *lines,
         "",
