@@ -191,7 +191,8 @@ def measure(job: dict) -> dict:
         precision = dev.resolve_precision("auto", device)
         result["precision"] = precision
         params = TrainParams(epochs=job.get("epochs", 1), batch_size=batch, lr=1e-3, seed=seed, device=job["device"],
-                             precision=precision, compile=job.get("compile", False), deterministic=False)
+                             precision=precision, compile=job.get("compile", False), deterministic=False,
+                             nproc=1)
         data = project_tensors(root, train_idx, test=False)
         test = project_tensors(root, None, test=True)
         if job["what"] == "speed":

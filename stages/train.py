@@ -1,10 +1,12 @@
 """Stage train: train AlexNet on data/prepared/ and write models/model.pt, the per-epoch history
 metrics/accuracy.csv and the summary metrics/train.json. Saves models/checkpoint.pt after every
-epoch and resumes from it when rerun with the same params.
+epoch and resumes from it when rerun with the same params. With train.nproc above 1 it starts
+itself under torchrun; DistributedDataParallel averages the gradients and process 0 writes.
 
 Run: python stages/train.py (from the project root; dvc repro does this).
 """
 
+import sys
 from pathlib import Path
 
 from alexnet_mnist.cli import run_stage
@@ -19,26 +21,38 @@ SUMMARY = Path("metrics/train.json")
 
 def main() -> None:
     model_params, train_params = load_params("params.yaml", "model", "train")
+    # torch loads only once the params are valid, so a typo fails in a blink
     import alexnet_mnist
-    from alexnet_mnist import atomic, device as dev  # torch loads only once params are valid
+    from alexnet_mnist import atomic, device as dev, distributed
     from alexnet_mnist.checkpoint import file_digest
     from alexnet_mnist.model_file import save_model
     from alexnet_mnist.prepare import load_split
     from alexnet_mnist.train import HISTORY_COLUMNS, fit
 
+    if train_params.nproc > 1 and not distributed.under_torchrun():
+        sys.exit(distributed.launch(train_params.nproc, __file__))
     device = dev.resolve_device(train_params.device, "train.device")
     if train_params.deterministic:
         dev.make_deterministic(device)
+    device = distributed.setup(device)  # this process's GPU when started by torchrun
     dev.tune_cpu()
     precision = dev.resolve_precision(train_params.precision, device)
     train_set, val_set = load_split(PREPARED / "train.pt"), load_split(PREPARED / "val.pt")
-    print(f"training on {len(train_set['labels'])} images, validating on {len(val_set['labels'])}; "
-          f"device {device}, precision {precision}")
-    # a checkpoint is reused only by the same data and the same code
+    main_process = distributed.is_main()
+    if main_process:
+        print(f"training on {len(train_set['labels'])} images, validating on {len(val_set['labels'])}; "
+              f"device {device}, precision {precision}, {distributed.world()} process(es)")
+    # a checkpoint is reused only with the same data and the same code
     code = sorted(Path(alexnet_mnist.__file__).parent.glob("*.py")) + [Path(__file__)]
     inputs = file_digest(PREPARED / "train.pt", PREPARED / "val.pt", *code)
-    run = fit(train_set, val_set, model_params, train_params, device, precision, checkpoint=CHECKPOINT,
-              inputs_digest=inputs)
+    try:
+        run = fit(train_set, val_set, model_params, train_params, device, precision, checkpoint=CHECKPOINT,
+                  inputs_digest=inputs)
+    finally:
+        processes = distributed.world()
+        distributed.teardown()
+    if not main_process:
+        return  # process 0 writes the outputs
     last = run.history[-1]
     seconds = sum(row["seconds"] for row in run.history)
     summary = {
@@ -49,6 +63,7 @@ def main() -> None:
         "val_accuracy": round(last["val_accuracy"], 6),
         "seconds": round(seconds, 2),  # wall time of all epochs' training, validation excluded
         "images_per_second": round(len(train_set["labels"]) * len(run.history) / seconds, 1),
+        "processes": processes,
         **dev.describe(device, precision),
     }
     normalization = {"mean": train_set["mean"], "std": train_set["std"]}

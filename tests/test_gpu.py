@@ -31,7 +31,7 @@ def test_deterministic_cuda_training_is_bitwise_repeatable():
     data = {"images": torch.from_numpy(images).float().div(255).unsqueeze(1),
             "labels": torch.from_numpy(labels).long()}
     params = TrainParams(epochs=1, batch_size=32, lr=1e-3, seed=3, device="cuda", precision="bf16",
-                         compile=False, deterministic=True)
+                         compile=False, deterministic=True, nproc=1)
     runs = [fit(data, data, ModelParams(image_size=227, dropout=0.5), params, CUDA, "bf16") for _ in range(2)]
     a, b = (r.model.state_dict() for r in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -15,7 +15,7 @@ CPU = torch.device("cpu")
 
 def train_params(**changes) -> TrainParams:
     base = dict(epochs=2, batch_size=32, lr=1e-3, seed=7, device="cpu", precision="fp32",
-                compile=False, deterministic=False)
+                compile=False, deterministic=False, nproc=1)
     return TrainParams(**{**base, **changes})
 
 

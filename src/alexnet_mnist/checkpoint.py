@@ -22,7 +22,8 @@ def file_digest(*paths: Path) -> str:
     return h.hexdigest()
 
 
-def fingerprint(model: ModelParams, train: TrainParams, device: str, precision: str, inputs_digest: str) -> str:
+def fingerprint(model: ModelParams, train: TrainParams, device: str, precision: str, inputs_digest: str,
+                world: int = 1) -> str:
     """Everything a run's result depends on except the number of epochs.
 
     Two runs with equal fingerprints follow the same trajectory epoch by epoch (nothing,
@@ -37,5 +38,6 @@ def fingerprint(model: ModelParams, train: TrainParams, device: str, precision: 
         "inputs": inputs_digest,
         "torch": str(torch.__version__),
         "threads": torch.get_num_threads(),
+        "processes": world,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()

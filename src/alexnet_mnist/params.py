@@ -66,11 +66,13 @@ class TrainParams:
     precision: str
     compile: bool
     deterministic: bool
+    nproc: int
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "train.epochs", f"must be a positive integer, got {self.epochs}")
         _require(self.batch_size >= 1, "train.batch_size", f"must be a positive integer, got {self.batch_size}")
         _require(self.lr > 0, "train.lr", f"must be positive, got {self.lr}")
+        _require(self.nproc >= 1, "train.nproc", f"must be a positive integer, got {self.nproc}")
         _require(self.device in DEVICES, "train.device", f"{self.device!r} is not one of {', '.join(DEVICES)}")
         _require(self.precision in PRECISIONS, "train.precision",
                  f"{self.precision!r} is not one of {', '.join(PRECISIONS)}")

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from . import storage
+from . import distributed, storage
 from .device import autocast
 from .errors import PipelineError
 from .evaluate import predict
@@ -42,14 +42,18 @@ class Run:
         return len(self.history)
 
     def state(self, identity: str) -> dict:
+        """The checkpoint; call on every process (it gathers each one's dropout RNG state)."""
         device = next(self.model.parameters()).device
+        rng = distributed.all_gather({
+            "cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device).cpu() if device.type == "cuda" else None,
+        })
         return {
             "fingerprint": identity,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "history": self.history,
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "rng": rng,  # one per process, by rank
             "rng_shuffle": self.shuffle.get_state(),
         }
 
@@ -57,9 +61,10 @@ class Run:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.history = list(state["history"])
-        torch.set_rng_state(state["rng_cpu"])
-        if state["rng_cuda"] is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"], next(self.model.parameters()).device)
+        rng = state["rng"][distributed.rank()]
+        torch.set_rng_state(rng["cpu"])
+        if rng["cuda"] is not None:
+            torch.cuda.set_rng_state(rng["cuda"], next(self.model.parameters()).device)
         self.shuffle.set_state(state["rng_shuffle"])
 
 
@@ -70,15 +75,23 @@ def start(model_params: ModelParams, train_params: TrainParams, device: torch.de
     model = AlexNet(config).to(device, memory_format=torch.channels_last)
     # fused Adam: one kernel per step for all parameters, same update rule as the default
     optimizer = torch.optim.Adam(model.parameters(), lr=train_params.lr, fused=True)
+    if distributed.world() > 1:  # same initial weights everywhere, but each process its own dropout
+        torch.manual_seed(train_params.seed + distributed.rank())
     return Run(model, optimizer, torch.Generator().manual_seed(train_params.seed))
 
 
 def train_epoch(run: Run, step_fn, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
                 precision: str, bar: tqdm) -> tuple[float, float]:
-    """One pass over `images` in a seeded random order; returns (mean loss, accuracy)."""
+    """One pass over `images` in a seeded random order; returns (mean loss, accuracy).
+
+    With several processes, every process draws the same permutation and takes every
+    world-th image of each global batch of `batch_size`; scaling its summed loss by
+    world/batch makes DDP's gradient average equal the one-process gradient of the batch.
+    """
     model, optimizer = run.model, run.optimizer
     device = images.device
     image_size = model.config.image_size
+    rank, world = distributed.rank(), distributed.world()
     model.train()
     order = torch.randperm(len(images), generator=run.shuffle).to(device)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -86,27 +99,42 @@ def train_epoch(run: Run, step_fn, images: torch.Tensor, labels: torch.Tensor, b
     first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss
     steps = math.ceil(len(images) / batch_size)
     for step in range(steps):
-        idx = order[step * batch_size : (step + 1) * batch_size]
-        x, y = to_input(images[idx], image_size), labels[idx]  # (B, 1, 28, 28) -> (B, 1, S, S)
+        batch = order[step * batch_size : (step + 1) * batch_size]
+        idx = batch[rank::world]  # this process's share of the global batch
+        x, y = to_input(images[idx], image_size), labels[idx]  # (b, 1, 28, 28) -> (b, 1, S, S)
         with autocast(device, precision):
             logits = step_fn(x).float()
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, reduction="sum")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * (world / len(batch))).backward()
         optimizer.step()
         loss = loss.detach()
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
-        loss_sum += loss * len(idx)
+        loss_sum += loss
         correct += (logits.detach().argmax(1) == y).sum()
-        bar.update(len(idx))
+        bar.update(len(batch))
         if (step + 1) % SYNC_EVERY == 0 or step + 1 == steps:
             if first_bad.item() >= 0:
                 raise DivergedError(
                     f"training diverged: the loss became NaN or infinite at epoch {run.epoch + 1}, "
                     f"step {first_bad.item() + 1} of {steps}; lower train.lr (now {optimizer.param_groups[0]['lr']:g})"
                 )
-            bar.set_postfix(loss=f"{loss_sum.item() / min((step + 1) * batch_size, len(images)):.4f}")
+            seen = min((step + 1) * batch_size, len(images)) / world
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")
+    distributed.all_sum(loss_sum, correct)
     return loss_sum.item() / len(images), correct.item() / len(images)
+
+
+def validate(model: AlexNet, images: torch.Tensor, labels: torch.Tensor, precision: str) -> tuple[float, float]:
+    """(mean loss, accuracy) over all of `images`, each process evaluating its share."""
+    rank, world = distributed.rank(), distributed.world()
+    mine, mine_labels = images[rank::world], labels[rank::world]
+    loss, predicted = predict(model, mine, mine_labels, model.config.image_size, VAL_BATCH_SIZE, precision)
+    device = images.device
+    totals = torch.tensor([loss * len(mine), (predicted == mine_labels.cpu()).sum().item()],
+                          dtype=torch.float64, device=device)
+    distributed.all_sum(totals)
+    return totals[0].item() / len(images), totals[1].item() / len(images)
 
 
 def fit(
@@ -124,36 +152,49 @@ def fit(
     After each epoch the run is saved to `checkpoint` (atomically), so a killed run resumes
     from its last completed epoch and ends with exactly the weights of an uninterrupted one.
     """
+    main = distributed.is_main()
+    world = distributed.world()
+    if world > train_params.batch_size:
+        raise PipelineError(f"params.yaml: train.batch_size: {train_params.batch_size} is the global batch and "
+                            f"must be at least the {world} processes; raise it or lower train.nproc")
     run = start(model_params, train_params, device)
-    identity = ckpt.fingerprint(model_params, train_params, device.type, precision, inputs_digest)
+    identity = ckpt.fingerprint(model_params, train_params, device.type, precision, inputs_digest, world)
     if checkpoint is not None and checkpoint.is_file():
         state = storage.load(checkpoint, "a training checkpoint", f"delete {checkpoint} to start over")
         done = len(state.get("history", []))
         if state.get("fingerprint") == identity and done <= train_params.epochs:
             run.restore(state)
-            print(f"resuming from {checkpoint}: {done} of {train_params.epochs} epochs already done")
-        else:
+            if main:
+                print(f"resuming from {checkpoint}: {done} of {train_params.epochs} epochs already done")
+        elif main:
             print(f"{checkpoint} is from other params or more epochs: starting over")
     images = train_set["images"].to(device)
     labels = train_set["labels"].to(device)
     val_images, val_labels = val_set["images"].to(device), val_set["labels"].to(device)
-    step_fn = torch.compile(run.model) if train_params.compile else run.model
+    step_fn = run.model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_fn = DistributedDataParallel(run.model, device_ids=[device.index] if device.type == "cuda" else None)
+    if train_params.compile:
+        step_fn = torch.compile(step_fn)
     while run.epoch < train_params.epochs:
         epoch = run.epoch + 1
         with tqdm(total=len(images), desc=f"epoch {epoch}/{train_params.epochs}", unit="img",
-                  unit_scale=True, leave=False, mininterval=1.0) as bar:
+                  unit_scale=True, leave=False, mininterval=1.0, disable=not main) as bar:
             began = time.perf_counter()
             train_loss, train_accuracy = train_epoch(run, step_fn, images, labels, train_params.batch_size,
                                                      precision, bar)
             seconds = time.perf_counter() - began
-        val_loss, predicted = predict(run.model, val_images, val_labels, model_params.image_size,
-                                      VAL_BATCH_SIZE, precision)
-        val_accuracy = (predicted == val_labels.cpu()).float().mean().item()
+        val_loss, val_accuracy = validate(run.model, val_images, val_labels, precision)
         row = dict(zip(HISTORY_COLUMNS, (epoch, train_loss, train_accuracy, val_loss, val_accuracy, seconds)))
         run.history.append(row)
-        print(f"epoch {epoch}/{train_params.epochs}: train loss {train_loss:.4f} acc {train_accuracy:.4f} | "
-              f"val loss {val_loss:.4f} acc {val_accuracy:.4f} | {seconds:.1f}s, "
-              f"{len(images) / seconds:.0f} img/s", flush=True)
+        if main:
+            print(f"epoch {epoch}/{train_params.epochs}: train loss {train_loss:.4f} acc {train_accuracy:.4f} | "
+                  f"val loss {val_loss:.4f} acc {val_accuracy:.4f} | {seconds:.1f}s, "
+                  f"{len(images) / seconds:.0f} img/s", flush=True)
         if checkpoint is not None:
-            storage.save(checkpoint, run.state(identity))
+            state = run.state(identity)  # every process: it gathers their RNG states
+            if main:
+                storage.save(checkpoint, state)
     return run

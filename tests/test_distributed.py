@@ -1,0 +1,52 @@
+"""Several processes through torchrun (gloo on CPU): one set of outputs, the accuracy of one process."""
+
+import json
+
+import pytest
+
+from conftest import make_project, tiny_params, write_mnist
+
+pytestmark = pytest.mark.slow
+
+VAL_ACCURACY_TOLERANCE = 0.05  # absolute: 2 processes vs 1, same data, seed and global batch
+SETTINGS = dict(data={"train_size": 512, "val_size": 128}, train={"epochs": 2})
+
+
+def train_summary(project) -> dict:
+    return json.loads((project.path / "metrics/train.json").read_text())
+
+
+def test_two_processes_match_one_through_dvc_repro(tmp_path):
+    checksums = write_mnist(tmp_path / "mirror", n_train=700)
+    single = make_project(tmp_path / "single", tmp_path / "mirror", checksums, tiny_params(**SETTINGS))
+    single.dvc("repro")
+    params = tiny_params(**SETTINGS)
+    params["train"]["nproc"] = 2
+    multi = make_project(tmp_path / "multi", tmp_path / "mirror", checksums, params)
+    result = multi.dvc("repro")
+
+    assert "starting 2 processes" in result.stdout
+    assert result.stdout.count("epoch 1/2: train loss") == 1  # one process reports
+    one, two = train_summary(single), train_summary(multi)
+    assert (one["processes"], two["processes"]) == (1, 2)
+    print(f"val accuracy: 1 process {one['val_accuracy']}, 2 processes {two['val_accuracy']}")
+    assert one["val_accuracy"] > 0.5  # it learned: the comparison means something
+    assert abs(two["val_accuracy"] - one["val_accuracy"]) <= VAL_ACCURACY_TOLERANCE
+    assert sorted(p.name for p in (multi.path / "models").iterdir()) == ["checkpoint.pt", "model.pt"]
+    assert not any(p.name.endswith(".tmp") for p in multi.path.rglob("*"))
+
+    # raising epochs resumes with two processes too
+    more = multi.dvc("exp", "run", "-S", "train.epochs=3")
+    assert "resuming from models/checkpoint.pt: 2 of 3 epochs already done" in more.stdout
+
+
+def test_a_failing_process_fails_the_stage_and_writes_nothing(tmp_path):
+    checksums = write_mnist(tmp_path / "mirror")
+    params = tiny_params(data={"std": 1e-30})  # inputs overflow: every step's loss is NaN
+    params["train"]["nproc"] = 2
+    project = make_project(tmp_path / "p", tmp_path / "mirror", checksums, params)
+    result = project.dvc("repro", check=False)
+    assert result.returncode != 0
+    assert "NaN or infinite at epoch 1, step 1 of" in result.stderr + result.stdout
+    assert not (project.path / "models/model.pt").exists()
+    assert not (project.path / "metrics/train.json").exists()
