@@ -167,7 +167,10 @@ def load_params(path: str | Path = "params.yaml", *sections: str):
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found; run from the project root, where params.yaml lives") from None
     except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: malformed YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).replace("\n", " ")
+        raise ParamsError(f"{path}: malformed YAML{where}: {problem}; fix it, or restore it: git checkout {path}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: must be a mapping of sections ({', '.join(SECTIONS)}), got {raw!r}")
     unknown = sorted(set(raw) - set(SECTIONS))
