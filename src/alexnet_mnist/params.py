@@ -26,6 +26,14 @@ def _require(ok: bool, key: str, message: str) -> None:
         raise ParamsError(f"params.yaml: {key}: {message}")
 
 
+def _positive_int(value: int, key: str) -> None:
+    _require(value >= 1, key, f"must be a positive integer, got {value}")
+
+
+def _one_of(value: str, choices: tuple[str, ...], key: str) -> None:
+    _require(value in choices, key, f"{value!r} is not one of {', '.join(choices)}")
+
+
 @dataclass(frozen=True)
 class DataParams:
     mirrors: tuple[str, ...]
@@ -69,13 +77,12 @@ class TrainParams:
     nproc: int
 
     def __post_init__(self) -> None:
-        _require(self.epochs >= 1, "train.epochs", f"must be a positive integer, got {self.epochs}")
-        _require(self.batch_size >= 1, "train.batch_size", f"must be a positive integer, got {self.batch_size}")
+        _positive_int(self.epochs, "train.epochs")
+        _positive_int(self.batch_size, "train.batch_size")
         _require(self.lr > 0, "train.lr", f"must be positive, got {self.lr}")
-        _require(self.nproc >= 1, "train.nproc", f"must be a positive integer, got {self.nproc}")
-        _require(self.device in DEVICES, "train.device", f"{self.device!r} is not one of {', '.join(DEVICES)}")
-        _require(self.precision in PRECISIONS, "train.precision",
-                 f"{self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        _positive_int(self.nproc, "train.nproc")
+        _one_of(self.device, DEVICES, "train.device")
+        _one_of(self.precision, PRECISIONS, "train.precision")
 
 
 @dataclass(frozen=True)
@@ -85,10 +92,9 @@ class EvaluateParams:
     precision: str
 
     def __post_init__(self) -> None:
-        _require(self.batch_size >= 1, "evaluate.batch_size", f"must be a positive integer, got {self.batch_size}")
-        _require(self.device in DEVICES, "evaluate.device", f"{self.device!r} is not one of {', '.join(DEVICES)}")
-        _require(self.precision in PRECISIONS, "evaluate.precision",
-                 f"{self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        _positive_int(self.batch_size, "evaluate.batch_size")
+        _one_of(self.device, DEVICES, "evaluate.device")
+        _one_of(self.precision, PRECISIONS, "evaluate.precision")
 
 
 @dataclass(frozen=True)
