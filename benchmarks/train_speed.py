@@ -291,6 +291,8 @@ def main() -> None:
             label = loop + (f" ({runs[loop][0]['precision']})" if "precision" in runs[loop][0] else " (fp32)")
             lines.append(f"| {size} | {label} | {r['train_images_per_s']:.1f} | {r['eval_images_per_s']:.1f} | "
                          f"{r['peak_memory_mb']:.0f} |")
+        epoch = 55_000 / found["project"]["train_images_per_s"]  # seconds per default-config epoch
+        speedups.append(f"- {size}x{size}: one 55,000-image epoch of the project's loop at this rate: {epoch:.1f} s")
         for loop in loops[1:]:
             speedups.append(
                 f"- {size}x{size}, {loop}: training {found[loop]['train_images_per_s'] / found['seed']['train_images_per_s']:.2f}x "
