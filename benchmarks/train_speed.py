@@ -114,7 +114,6 @@ def sync(device):
 def measure(job: dict) -> dict:
     """Run one job ({'loop', 'what', 'size', ...}) in this process; return its numbers."""
     import torch
-    import torch.nn.functional as F
 
     from alexnet_mnist import device as dev
     from alexnet_mnist.evaluate import predict
@@ -260,8 +259,6 @@ def main() -> None:
     if args.smoke:
         args.sizes, args.steps, args.rounds, args.warmup, args.eval_images = "67", 2, 1, 1, 1000
         args.train_size, args.epochs, args.seeds = 256, 1, "0"
-
-    import torch
 
     from alexnet_mnist.device import describe, resolve_device
 

@@ -41,7 +41,7 @@ def main() -> None:
                               params.batch_size, precision)
     metrics = {**summarize(loss, predicted, test["labels"], model.config.num_classes),
                **dev.describe(device, precision)}
-    rows = [{"actual": int(a), "predicted": int(p)} for a, p in zip(test["labels"], predicted)]
+    rows = [{"actual": int(a), "predicted": int(p)} for a, p in zip(test["labels"], predicted, strict=True)]
     atomic.write_csv(CONFUSION, rows, ("actual", "predicted"))
     atomic.write_json(METRICS, metrics)
     print(f"test accuracy {metrics['accuracy']:.4f} on {metrics['samples']} images "

@@ -33,7 +33,7 @@ def synthetic_mnist(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 10, n).astype(np.uint8)
     images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-    for image, label in zip(images, labels):
+    for image, label in zip(images, labels, strict=True):
         row, col = divmod(int(label), 5)
         image[2 + row * 12 : 10 + row * 12, 1 + col * 5 : 9 + col * 5] = 230
     return images, labels

@@ -7,7 +7,6 @@ import http.server
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 

@@ -187,7 +187,7 @@ def fit(
                                                      precision, bar)
             seconds = time.perf_counter() - began
         val_loss, val_accuracy = validate(run.model, val_images, val_labels, precision)
-        row = dict(zip(HISTORY_COLUMNS, (epoch, train_loss, train_accuracy, val_loss, val_accuracy, seconds)))
+        row = dict(zip(HISTORY_COLUMNS, (epoch, train_loss, train_accuracy, val_loss, val_accuracy, seconds), strict=True))
         run.history.append(row)
         if main:
             print(f"epoch {epoch}/{train_params.epochs}: train loss {train_loss:.4f} acc {train_accuracy:.4f} | "
