@@ -1,4 +1,4 @@
-"""Per-epoch training checkpoints: what they hold, when one may be reused, atomic save and load."""
+"""Per-epoch training checkpoints: the fingerprint that decides when one may be reused."""
 
 from __future__ import annotations
 
