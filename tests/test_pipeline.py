@@ -19,6 +19,9 @@ OUTPUTS = [
 ]
 
 
+README_KEEP = r"Experiment|Created|^accuracy|^loss|val_accuracy|seconds|^model\.|^train\.(epochs|lr|batch_size|seed)|data.train_size"
+
+
 def ran(output: str) -> list[str]:
     return re.findall(r"Running stage '(\w+)'", output)
 
@@ -80,6 +83,9 @@ def test_experiments_rerun_from_train_and_compare(reproduced):
 
     shown = reproduced.dvc("exp", "show", "--no-pager").stdout
     assert "exp-a" in shown and "exp-b" in shown and "train.epochs" in shown and "accuracy" in shown
+    compact = reproduced.dvc("exp", "show", "--no-pager", "--drop", ".*", "--keep", README_KEEP).stdout  # README's
+    assert "exp-a" in compact and "train.epochs" in compact and "val_accuracy" in compact
+    assert "per_class_accuracy" not in compact and "data.mirrors" not in compact
     rows = json.loads(reproduced.dvc("exp", "show", "--json").stdout)
     names = {e.get("name") for commit in rows for e in (commit.get("experiments") or [])}
     assert {"exp-a", "exp-b"} <= names
