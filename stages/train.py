@@ -45,11 +45,11 @@ def main() -> None:
     # a checkpoint is reused only with the same data and the same code
     code = sorted(Path(alexnet_mnist.__file__).parent.glob("*.py")) + [Path(__file__)]
     inputs = file_digest(PREPARED / "train.pt", PREPARED / "val.pt", *code)
+    processes = distributed.world()
     try:
         run = fit(train_set, val_set, model_params, train_params, device, precision, checkpoint=CHECKPOINT,
                   inputs_digest=inputs)
     finally:
-        processes = distributed.world()
         distributed.teardown()
     if not main_process:
         return  # process 0 writes the outputs

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from alexnet_mnist.idx import encode_idx
@@ -59,6 +60,13 @@ def write_mnist(folder: Path, n_train: int = 400, n_test: int = 100, gz: bool = 
         else:
             (folder / name).write_bytes(data)
     return checksums
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    """Two state dicts hold the same keys and bitwise-equal tensors."""
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
 
 
 @pytest.fixture

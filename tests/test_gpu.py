@@ -8,7 +8,7 @@ from alexnet_mnist.device import make_deterministic
 from alexnet_mnist.model import LocalResponseNorm
 from alexnet_mnist.params import ModelParams, TrainParams
 from alexnet_mnist.train import fit
-from conftest import synthetic_mnist
+from conftest import assert_same_weights, synthetic_mnist
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 CUDA = torch.device("cuda")
@@ -33,5 +33,4 @@ def test_deterministic_cuda_training_is_bitwise_repeatable():
     params = TrainParams(epochs=1, batch_size=32, lr=1e-3, seed=3, device="cuda", precision="bf16",
                          compile=False, deterministic=True, nproc=1)
     runs = [fit(data, data, ModelParams(image_size=227, dropout=0.5), params, CUDA, "bf16") for _ in range(2)]
-    a, b = (r.model.state_dict() for r in runs)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_weights(*(r.model.state_dict() for r in runs))

@@ -17,15 +17,11 @@ from alexnet_mnist.errors import PipelineError
 from alexnet_mnist.idx import encode_idx
 from alexnet_mnist.params import DataParams
 from alexnet_mnist.prepare import split
-from conftest import BIN, make_project, synthetic_mnist, tiny_params, write_mnist
+from conftest import BIN, assert_same_weights, make_project, synthetic_mnist, tiny_params, write_mnist
 
 
 def weights(path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-
-
-def same_weights(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def history_without_seconds(path) -> list[dict]:
@@ -50,7 +46,7 @@ def test_two_runs_give_identical_weights_and_metrics(tmp_path):
         project.dvc("repro")
         runs.append(project.path)
     a, b = runs
-    assert same_weights(weights(a / "models/model.pt"), weights(b / "models/model.pt"))
+    assert_same_weights(weights(a / "models/model.pt"), weights(b / "models/model.pt"))
     assert (a / "metrics/eval.json").read_bytes() == (b / "metrics/eval.json").read_bytes()
     assert (a / "metrics/confusion.csv").read_bytes() == (b / "metrics/confusion.csv").read_bytes()
     assert history_without_seconds(a / "metrics/accuracy.csv") == history_without_seconds(b / "metrics/accuracy.csv")
@@ -80,7 +76,7 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(tmp_path):
 
     rerun = project.dvc("repro")
     assert "resuming from models/checkpoint.pt: 1 of 3 epochs already done" in rerun.stdout
-    assert same_weights(weights(straight.path / "models/model.pt"), weights(project.path / "models/model.pt"))
+    assert_same_weights(weights(straight.path / "models/model.pt"), weights(project.path / "models/model.pt"))
     assert history_without_seconds(straight.path / "metrics/accuracy.csv") == \
         history_without_seconds(project.path / "metrics/accuracy.csv")
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from alexnet_mnist.model import to_input
 from alexnet_mnist.params import ModelParams, TrainParams
 from alexnet_mnist.train import DivergedError, fit, start
-from conftest import synthetic_mnist
+from conftest import assert_same_weights, synthetic_mnist
 
 MODEL = ModelParams(image_size=67, dropout=0.5)
 CPU = torch.device("cpu")
@@ -30,12 +30,6 @@ TRAIN, VAL = dataset(160, 1), dataset(64, 2)
 
 def weights(run) -> dict:
     return {k: v.clone() for k, v in run.model.state_dict().items()}
-
-
-def assert_same_weights(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
 
 
 def test_one_step_lowers_the_loss():
