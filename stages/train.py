@@ -27,7 +27,7 @@ def main() -> None:
     from alexnet_mnist.checkpoint import file_digest
     from alexnet_mnist.model_file import save_model
     from alexnet_mnist.prepare import load_split
-    from alexnet_mnist.train import HISTORY_COLUMNS, fit
+    from alexnet_mnist.train import HISTORY_COLUMNS, fit, summarize_history
 
     if train_params.nproc > 1 and not distributed.under_torchrun():
         sys.exit(distributed.launch(train_params.nproc, __file__))
@@ -53,19 +53,8 @@ def main() -> None:
         distributed.teardown()
     if not main_process:
         return  # process 0 writes the outputs
-    last = run.history[-1]
-    seconds = sum(row["seconds"] for row in run.history)
-    summary = {
-        "epochs": last["epoch"],
-        "train_loss": round(last["train_loss"], 6),
-        "train_accuracy": round(last["train_accuracy"], 6),
-        "val_loss": round(last["val_loss"], 6),
-        "val_accuracy": round(last["val_accuracy"], 6),
-        "seconds": round(seconds, 2),  # wall time of all epochs' training, validation excluded
-        "images_per_second": round(len(train_set["labels"]) * len(run.history) / seconds, 1),
-        "processes": processes,
-        **dev.describe(device, precision),
-    }
+    summary = {**summarize_history(run.history, len(train_set["labels"])), "processes": processes,
+               **dev.describe(device, precision)}
     normalization = {"mean": train_set["mean"], "std": train_set["std"]}
     save_model(MODEL, run.model, normalization, summary)
     atomic.write_csv(HISTORY, run.history, HISTORY_COLUMNS)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from alexnet_mnist.model import to_input
 from alexnet_mnist.params import ModelParams, TrainParams
-from alexnet_mnist.train import DivergedError, fit, start
+from alexnet_mnist.train import DivergedError, fit, start, summarize_history
 from conftest import assert_same_weights, synthetic_mnist
 
 MODEL = ModelParams(image_size=67, dropout=0.5)
@@ -86,3 +86,14 @@ def test_non_finite_loss_stops_naming_epoch_and_step(tmp_path):
     with pytest.raises(DivergedError, match=r"NaN or infinite at epoch 1, step 1 of 5; lower train.lr"):
         fit(poisoned, VAL, MODEL, train_params(), CPU, "fp32", checkpoint=checkpoint)
     assert not checkpoint.exists()
+
+
+def test_summarize_history_takes_the_last_epoch_and_total_speed():
+    history = [
+        {"epoch": 1, "train_loss": 0.9, "train_accuracy": 0.7, "val_loss": 0.5, "val_accuracy": 0.8, "seconds": 3.0},
+        {"epoch": 2, "train_loss": 0.3, "train_accuracy": 0.9, "val_loss": 0.2, "val_accuracy": 0.95, "seconds": 1.0},
+    ]
+    assert summarize_history(history, images=100) == {
+        "epochs": 2, "train_loss": 0.3, "train_accuracy": 0.9, "val_loss": 0.2, "val_accuracy": 0.95,
+        "seconds": 4.0, "images_per_second": 50.0,
+    }

@@ -125,6 +125,18 @@ def train_epoch(run: Run, step_fn, images: torch.Tensor, labels: torch.Tensor, b
     return loss_sum.item() / len(images), correct.item() / len(images)
 
 
+def summarize_history(history: list[dict], images: int) -> dict:
+    """The last epoch's numbers, plus the training wall time and speed over all epochs."""
+    last = history[-1]
+    seconds = sum(row["seconds"] for row in history)
+    return {
+        "epochs": last["epoch"],
+        **{key: round(last[key], 6) for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")},
+        "seconds": round(seconds, 2),  # wall time of all epochs' training, validation excluded
+        "images_per_second": round(images * len(history) / seconds, 1),
+    }
+
+
 def validate(model: AlexNet, images: torch.Tensor, labels: torch.Tensor, precision: str) -> tuple[float, float]:
     """(mean loss, accuracy) over all of `images`, each process evaluating its share."""
     rank, world = distributed.rank(), distributed.world()
