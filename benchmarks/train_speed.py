@@ -242,7 +242,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed training steps of batch 64 per process")
     parser.add_argument("--rounds", type=int, default=3,
                         help="fresh processes per loop and size, seed and project alternating; the median counts")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
+    parser.add_argument("--warmup", type=int, default=10,
+                        help="untimed steps before timing (the allocator settles within about 5 steps)")
     parser.add_argument("--eval-images", type=int, default=1000, help="test images timed for evaluation")
     parser.add_argument("--quick-size", type=int, default=67, help="image size of the accuracy comparison")
     parser.add_argument("--train-size", type=int, default=10_000, help="training images, accuracy comparison")

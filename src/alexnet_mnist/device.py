@@ -80,6 +80,8 @@ def tune_cpu() -> None:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc: nothing to tune
         return
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]  # int mallopt(int param, int value)
     m_trim_threshold, m_mmap_threshold = -1, -3  # mallopt parameter numbers from <malloc.h>
+    most = 2**31 - 1  # bytes: the largest value an int holds (a larger one would wrap, e.g. 2**34 to 0)
     libc.mallopt(m_mmap_threshold, 1 << 30)  # bytes: serve blocks up to 1 GiB from the heap
-    libc.mallopt(m_trim_threshold, 1 << 34)  # bytes of free heap kept before trimming
+    libc.mallopt(m_trim_threshold, most)  # bytes of free heap kept before trimming
