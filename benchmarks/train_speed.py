@@ -80,15 +80,18 @@ def seed_loader(root: Path, size: int, train_idx, test: bool, batch_size: int, s
 
 
 def seed_model(size: int, device):
-    """The same AlexNet, with PyTorch's own LocalResponseNorm, as the seed builds it."""
+    """The same AlexNet, with PyTorch's own LocalResponseNorm and Dropout, as the seed builds it."""
     from torch import nn
 
-    from alexnet_mnist.model import AlexNet, LocalResponseNorm, ModelConfig
+    from alexnet_mnist.model import AlexNet, Dropout, LocalResponseNorm, ModelConfig
 
     model = AlexNet(ModelConfig(image_size=size))
     for i, layer in enumerate(model.features):
         if isinstance(layer, LocalResponseNorm):
             model.features[i] = nn.LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k)
+    for i, layer in enumerate(model.classifier):
+        if isinstance(layer, Dropout):
+            model.classifier[i] = nn.Dropout(layer.p)
     return model.to(device)
 
 

@@ -1,10 +1,10 @@
-"""AlexNet shapes at several input sizes, the size floor, and the LRN against PyTorch's own."""
+"""AlexNet shapes at several input sizes, the size floor, the LRN against PyTorch's own, and the dropout."""
 
 import pytest
 import torch
 from torch import nn
 
-from alexnet_mnist.model import AlexNet, LocalResponseNorm, ModelConfig, to_input
+from alexnet_mnist.model import AlexNet, Dropout, LocalResponseNorm, ModelConfig, to_input
 
 
 @pytest.mark.parametrize("size, flat", [(67, 256 * 1 * 1), (99, 256 * 2 * 2), (131, 256 * 3 * 3), (227, 256 * 6 * 6)])
@@ -57,3 +57,32 @@ def test_lrn_float32_under_bf16_autocast_stays_close():
         out = LocalResponseNorm(5)(x.bfloat16())
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), nn.LocalResponseNorm(5)(x), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("p", [0.5, 0.2])
+def test_dropout_zeroes_a_p_fraction_and_scales_the_rest(p):
+    torch.manual_seed(0)
+    x = torch.rand(1000, 1000) + 1.0  # no zeros of its own
+    dropout = Dropout(p).train()
+    out = dropout(x.requires_grad_())
+    dropped = out == 0
+    assert abs(dropped.float().mean().item() - p) < 0.005  # 1e6 draws: the standard error is 0.0005
+    torch.testing.assert_close(out[~dropped], x[~dropped] / (1 - p))
+    out.sum().backward()  # the gradient passes through kept elements only, with the same scale
+    torch.testing.assert_close(x.grad, (~dropped).float() / (1 - p))
+
+
+def test_dropout_is_seeded_keeps_dtype_and_is_the_identity_in_eval():
+    x = torch.randn(64, 4096, dtype=torch.bfloat16)
+    dropout = Dropout(0.5)
+    masks = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        out = dropout.train()(x)
+        masks.append(out == 0)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(masks[0], masks[1])
+    assert dropout.eval()(x) is x
+    assert Dropout(0.0).train()(x) is x
+    with pytest.raises(ValueError, match=r"\[0, 1\), got 1.0"):
+        Dropout(1.0)
