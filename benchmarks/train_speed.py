@@ -80,18 +80,24 @@ def seed_loader(root: Path, size: int, train_idx, test: bool, batch_size: int, s
 
 
 def seed_model(size: int, device):
-    """The same AlexNet, with PyTorch's own LocalResponseNorm and Dropout, as the seed builds it."""
+    """The same AlexNet, built of torch.nn's own Conv2d, LocalResponseNorm, Dropout and Linear, as the seed builds it."""
     from torch import nn
 
+    from alexnet_mnist import layers
     from alexnet_mnist.model import AlexNet, Dropout, LocalResponseNorm, ModelConfig
 
     model = AlexNet(ModelConfig(image_size=size))
-    for i, layer in enumerate(model.features):
-        if isinstance(layer, LocalResponseNorm):
-            model.features[i] = nn.LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k)
-    for i, layer in enumerate(model.classifier):
-        if isinstance(layer, Dropout):
-            model.classifier[i] = nn.Dropout(layer.p)
+    for seq in (model.features, model.classifier):
+        for i, layer in enumerate(seq):
+            if isinstance(layer, LocalResponseNorm):
+                seq[i] = nn.LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k)
+            elif isinstance(layer, Dropout):
+                seq[i] = nn.Dropout(layer.p)
+            elif isinstance(layer, (layers.Conv2d, layers.Linear)):  # torch.nn's class, same initial weights
+                plain = (nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding)
+                         if isinstance(layer, nn.Conv2d) else nn.Linear(layer.in_features, layer.out_features))
+                plain.load_state_dict(layer.state_dict())
+                seq[i] = plain
     return model.to(device)
 
 
@@ -249,7 +255,7 @@ def main() -> None:
                         help="untimed steps before timing (the allocator settles within about 5 steps)")
     parser.add_argument("--eval-images", type=int, default=1000, help="test images timed for evaluation")
     parser.add_argument("--quick-size", type=int, default=67, help="image size of the accuracy comparison")
-    parser.add_argument("--train-size", type=int, default=10_000, help="training images, accuracy comparison")
+    parser.add_argument("--train-size", type=int, default=20_000, help="training images, accuracy comparison")
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the accuracy comparison")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the accuracy comparison")
     parser.add_argument("--compile", action="store_true", help="also time the project loop under torch.compile")

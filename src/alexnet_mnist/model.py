@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import Conv2d, Linear
 from .params import MIN_IMAGE_SIZE
 
 
@@ -113,32 +114,32 @@ class AlexNet(nn.Module):
             raise ValueError(f"model.image_size: {config.image_size} is below the minimum {MIN_IMAGE_SIZE}")
         self.config = config
         self.features = nn.Sequential(
-            nn.Conv2d(config.in_channels, 96, kernel_size=11, stride=4),
+            Conv2d(config.in_channels, 96, kernel_size=11, stride=4),
             nn.ReLU(inplace=True),
             LocalResponseNorm(5, alpha=1e-4, beta=0.75),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(96, 256, kernel_size=5, padding=2),
+            Conv2d(96, 256, kernel_size=5, padding=2),
             nn.ReLU(inplace=True),
             LocalResponseNorm(5, alpha=1e-4, beta=0.75),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(256, 384, kernel_size=3, padding=1),
+            Conv2d(256, 384, kernel_size=3, padding=1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(384, 384, kernel_size=3, padding=1),
+            Conv2d(384, 384, kernel_size=3, padding=1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            Conv2d(384, 256, kernel_size=3, padding=1),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
         )
         side = feature_side(self.features, config.image_size)
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(256 * side * side, 4096),  # 256*6*6 = 9216 inputs at 227x227
+            Linear(256 * side * side, 4096),  # 256*6*6 = 9216 inputs at 227x227
             nn.ReLU(inplace=True),
             Dropout(config.dropout),
-            nn.Linear(4096, 4096),
+            Linear(4096, 4096),
             nn.ReLU(inplace=True),
             Dropout(config.dropout),
-            nn.Linear(4096, config.num_classes),  # logits: CrossEntropyLoss applies the softmax
+            Linear(4096, config.num_classes),  # logits: CrossEntropyLoss applies the softmax
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
