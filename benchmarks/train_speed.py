@@ -196,7 +196,7 @@ def measure(job: dict) -> dict:
         from alexnet_mnist.train import fit, start, train_epoch
         from tqdm import tqdm
 
-        precision = dev.resolve_precision("auto", device)
+        precision = dev.resolve_precision(job.get("precision", "auto"), device)
         result["precision"] = precision
         params = TrainParams(epochs=job.get("epochs", 1), batch_size=batch, lr=1e-3, seed=seed, device=job["device"],
                              precision=precision, compile=job.get("compile", False), deterministic=False,
@@ -259,6 +259,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the accuracy comparison")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the accuracy comparison")
     parser.add_argument("--compile", action="store_true", help="also time the project loop under torch.compile")
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                        help="the project loop's train.precision (the seed loop is always fp32)")
     parser.add_argument("--smoke", action="store_true", help="tiny settings: checks that everything runs")
     parser.add_argument("--output", type=Path, help="also write the Markdown report here")
     parser.add_argument("--job", help=argparse.SUPPRESS)
@@ -276,7 +278,8 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="mnist-bench-"))
     root = str(raw_folder(scratch))
     needed = (args.warmup + args.steps) * 64  # training images the timed steps use
-    common = {"device": args.device, "root": root, "train_size": max(args.train_size, needed)}
+    common = {"device": args.device, "root": root, "train_size": max(args.train_size, needed),
+              "precision": args.precision}
     lines = [
         "| image size | loop | train images/s | eval images/s | peak memory (MiB) |",
         "|---:|---|---:|---:|---:|",
@@ -331,7 +334,7 @@ def main() -> None:
         f"Test accuracy after the same training ({args.train_size} images, {args.epochs} epochs, "
         f"{args.quick_size}x{args.quick_size}, seeds {args.seeds}), all 10,000 test images:",
         f"- seed loop: {seed_mean:.2f}% (each: {', '.join(f'{100 * a:.2f}' for a in accuracy['seed'])})",
-        f"- project loop: {project_mean:.2f}% (each: {', '.join(f'{100 * a:.2f}' for a in accuracy['project'])})",
+        f"- project loop (precision {args.precision}): {project_mean:.2f}% (each: {', '.join(f'{100 * a:.2f}' for a in accuracy['project'])})",
         f"- difference: {project_mean - seed_mean:+.2f} points",
     ])
     print(report)

@@ -12,7 +12,12 @@ import pytest
 
 from conftest import ROOT, make_project, tiny_params
 
-TARGET_TEST_ACCURACY = 0.90  # fraction; measured 0.9355 with these params on the 2-core CPU (bf16)
+# Fraction of the 2000 test images. Healthy runs of these params on the 2-core CPU (bf16) measured
+# 0.887-0.938 over train.seed 42, 0 and 1, and 0.925-0.942 with torch.nn's Conv2d/Linear, whose
+# gradients agree with this project's layers to 0.2%: two epochs on 10,000 images leave a spread
+# of several points from tiny numeric differences. Far above chance (0.10), it catches training
+# that does not learn, without failing on that spread.
+TARGET_TEST_ACCURACY = 0.85
 REAL = dict(data={"val_size": 1000, "train_size": 10000, "test_size": 2000},
             train={"epochs": 2, "batch_size": 64}, evaluate={"batch_size": 500})
 
