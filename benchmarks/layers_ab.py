@@ -12,29 +12,19 @@ import statistics
 import time
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from alexnet_mnist import device as dev
-from alexnet_mnist import layers
 from alexnet_mnist.params import ModelParams, TrainParams
 from alexnet_mnist.train import Run, start, train_epoch
+from train_speed import with_torch_nn_layers  # benchmarks/ is on sys.path when run as a script
 
 WARMUP = 5  # steps of each model before timing: the allocator settles
 
 
-def with_torch_nn_layers(run: Run) -> Run:
+def with_torch_nn(run: Run) -> Run:
     """The same run with torch.nn.Conv2d/Linear in place of layers.Conv2d/Linear (same weights)."""
-    for seq in (run.model.features, run.model.classifier):
-        for i, m in enumerate(seq):
-            if type(m) is layers.Linear:
-                seq[i] = nn.Linear(m.in_features, m.out_features)
-            elif type(m) is layers.Conv2d:
-                seq[i] = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding)
-            else:
-                continue
-            seq[i].load_state_dict(m.state_dict())
-            seq[i].to(memory_format=torch.channels_last)
+    with_torch_nn_layers(run.model).to(memory_format=torch.channels_last)
     run.optimizer = torch.optim.Adam(run.model.parameters(), lr=run.optimizer.param_groups[0]["lr"], fused=True)
     return run
 
@@ -49,7 +39,7 @@ def main() -> None:
     params = TrainParams(epochs=1, batch_size=64, lr=1e-3, seed=0, device="cpu", precision=args.precision,
                          compile=False, deterministic=False, nproc=1)
     runs = {
-        "torch.nn layers": with_torch_nn_layers(start(ModelParams(args.size, 0.5), params, torch.device("cpu"))),
+        "torch.nn layers": with_torch_nn(start(ModelParams(args.size, 0.5), params, torch.device("cpu"))),
         "project layers": start(ModelParams(args.size, 0.5), params, torch.device("cpu")),
     }
     images, labels = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))

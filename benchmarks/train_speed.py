@@ -79,25 +79,35 @@ def seed_loader(root: Path, size: int, train_idx, test: bool, batch_size: int, s
                       generator=torch.Generator().manual_seed(seed))
 
 
+def with_torch_nn_layers(model):
+    """`model` (changed in place) with torch.nn's own Conv2d and Linear in place of layers.Conv2d/Linear, same weights."""
+    from torch import nn
+
+    from alexnet_mnist import layers
+
+    for seq in (model.features, model.classifier):
+        for i, layer in enumerate(seq):
+            if isinstance(layer, (layers.Conv2d, layers.Linear)):
+                plain = (nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding)
+                         if isinstance(layer, nn.Conv2d) else nn.Linear(layer.in_features, layer.out_features))
+                plain.load_state_dict(layer.state_dict())
+                seq[i] = plain
+    return model
+
+
 def seed_model(size: int, device):
     """The same AlexNet, built of torch.nn's own Conv2d, LocalResponseNorm, Dropout and Linear, as the seed builds it."""
     from torch import nn
 
-    from alexnet_mnist import layers
     from alexnet_mnist.model import AlexNet, Dropout, LocalResponseNorm, ModelConfig
 
-    model = AlexNet(ModelConfig(image_size=size))
+    model = with_torch_nn_layers(AlexNet(ModelConfig(image_size=size)))
     for seq in (model.features, model.classifier):
         for i, layer in enumerate(seq):
             if isinstance(layer, LocalResponseNorm):
                 seq[i] = nn.LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k)
             elif isinstance(layer, Dropout):
                 seq[i] = nn.Dropout(layer.p)
-            elif isinstance(layer, (layers.Conv2d, layers.Linear)):  # torch.nn's class, same initial weights
-                plain = (nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding)
-                         if isinstance(layer, nn.Conv2d) else nn.Linear(layer.in_features, layer.out_features))
-                plain.load_state_dict(layer.state_dict())
-                seq[i] = plain
     return model.to(device)
 
 
