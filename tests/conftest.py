@@ -20,6 +20,12 @@ from alexnet_mnist.idx import encode_idx
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's python, dvc and pytest
 
+# The real MNIST files, for the tests that need them (.ci/run sets MNIST_MIRROR); skipped without.
+# Absolute, as the dvc projects of the tests run in other folders.
+REAL_MIRROR = Path(os.environ["MNIST_MIRROR"]).resolve() if os.environ.get("MNIST_MIRROR") else None
+needs_real_mnist = pytest.mark.skipif(not (REAL_MIRROR and REAL_MIRROR.is_dir()),
+                                      reason="MNIST_MIRROR does not name a folder")
+
 # Small settings every end-to-end test starts from; the real defaults take hours on a CPU.
 TINY = {
     "data": {"val_size": 64, "train_size": 256, "test_size": 100},

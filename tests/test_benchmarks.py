@@ -4,21 +4,15 @@ Needs the real MNIST files (MNIST_MIRROR, as .ci/run sets it): the benchmark ver
 against mnist.sha256. Its numbers are not checked here: speed is the benchmark's to measure.
 """
 
-import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, needs_real_mnist
 
-mirror = os.environ.get("MNIST_MIRROR", "")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (mirror and Path(mirror).is_dir()), reason="MNIST_MIRROR does not name a folder"),
-]
+pytestmark = [pytest.mark.slow, needs_real_mnist]
 
 
 def test_smoke_run_reports_both_loops_their_ratio_and_accuracy(tmp_path):

@@ -4,13 +4,11 @@ Runs when MNIST_MIRROR points at a folder with the four real files (.ci/run sets
 """
 
 import json
-import os
 import shutil
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, make_project, tiny_params
+from conftest import REAL_MIRROR, ROOT, make_project, needs_real_mnist, tiny_params
 
 # Fraction of the 2000 test images. Healthy runs of these params on the 2-core CPU (bf16) measured
 # 0.887-0.938 over train.seed 42, 0 and 1, and 0.925-0.942 with torch.nn's Conv2d/Linear, whose
@@ -21,17 +19,13 @@ TARGET_TEST_ACCURACY = 0.85
 REAL = dict(data={"val_size": 1000, "train_size": 10000, "test_size": 2000},
             train={"epochs": 2, "batch_size": 64}, evaluate={"batch_size": 500})
 
-mirror = os.environ.get("MNIST_MIRROR", "")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (mirror and Path(mirror).is_dir()), reason="MNIST_MIRROR does not name a folder"),
-]
+pytestmark = [pytest.mark.slow, needs_real_mnist]
 
 
 def test_short_real_run_reaches_the_target_accuracy(tmp_path):
     from alexnet_mnist.download import read_checksums
 
-    project = make_project(tmp_path / "project", Path(mirror), read_checksums(ROOT / "mnist.sha256"),
+    project = make_project(tmp_path / "project", REAL_MIRROR, read_checksums(ROOT / "mnist.sha256"),
                            tiny_params(**REAL))
     project.dvc("repro")
     metrics = json.loads((project.path / "metrics/eval.json").read_text())
