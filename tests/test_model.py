@@ -4,12 +4,13 @@ import pytest
 import torch
 from torch import nn
 
+from alexnet_mnist.errors import ConfigError
 from alexnet_mnist.model import AlexNet, Dropout, LocalResponseNorm, ModelConfig, to_input
 
 
 @pytest.mark.parametrize("size, flat", [(67, 256 * 1 * 1), (99, 256 * 2 * 2), (131, 256 * 3 * 3), (227, 256 * 6 * 6)])
 def test_logits_shape_and_derived_flatten_size(size, flat):
-    model = AlexNet(ModelConfig(image_size=size)).eval()
+    model = AlexNet(ModelConfig(image_size=size, dropout=0.5)).eval()
     assert model.classifier[1].in_features == flat
     with torch.no_grad():
         logits = model(torch.randn(3, 1, size, size))
@@ -19,8 +20,8 @@ def test_logits_shape_and_derived_flatten_size(size, flat):
 
 
 def test_sizes_below_the_minimum_are_rejected():
-    with pytest.raises(ValueError, match="model.image_size: 66 is below the minimum 67"):
-        AlexNet(ModelConfig(image_size=66))
+    with pytest.raises(ConfigError, match="model.image_size: 66 is too small for AlexNet: the minimum is 67"):
+        ModelConfig(image_size=66, dropout=0.5)
 
 
 def test_to_input_resizes_on_the_batch_device_as_channels_last():

@@ -8,16 +8,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Conv2d, Linear
-from .params import MIN_IMAGE_SIZE
+from .errors import require
+
+MIN_IMAGE_SIZE = 67  # pixels: the smallest input whose last max-pool still yields 1x1
+IN_CHANNELS = 1  # grayscale digits
+NUM_CLASSES = 10  # digits 0-9
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    image_size: int = 227  # pixels per side of the network's input
-    dropout: float = 0.5
-    in_channels: int = 1
-    num_classes: int = 10
+    """The network's shape: the `model` section of params.yaml, and what a model file stores."""
+
+    image_size: int  # pixels per side of the network's input
+    dropout: float  # probability, before each of the two hidden fully connected layers
+
+    def __post_init__(self) -> None:
+        require(self.image_size >= MIN_IMAGE_SIZE, "model.image_size",
+                f"{self.image_size} is too small for AlexNet: the minimum is {MIN_IMAGE_SIZE} (the seed uses 227)")
+        require(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,7 +52,7 @@ class _LocalResponseNorm(torch.autograd.Function):
         a = x.permute(0, 2, 3, 1).to(compute)  # (B, C, H, W) -> (B, H, W, C)
         window = channel_window(x.shape[1], size, compute, x.device)
         d = torch.matmul(a * a, window).mul_(alpha / size).add_(k)
-        scale = d.log().mul_(-beta).exp_()  # d^-beta, d >= k > 0; pow is ~3x slower on CPU (benchmarks/cpu_ops.py)
+        scale = d.log().mul_(-beta).exp_()  # d^-beta, d >= k > 0; faster than pow on CPU (benchmarks/cpu_ops.py)
         ctx.save_for_backward(x, scale, d)
         ctx.constants = (size, alpha, beta)
         return (a * scale).to(x.dtype).permute(0, 3, 1, 2)
@@ -86,8 +94,7 @@ class Dropout(nn.Module):
     """`nn.Dropout` in effect: in training, zero each element with probability p, scale the rest by 1/(1-p).
 
     The keep mask is `torch.rand(...) >= p`, the same distribution as the Bernoulli draws of
-    `nn.Dropout`, which on CPU are slower: 4.4 against 1.7 ms per 64x4096 bf16 batch on the
-    2-core development CPU (`python benchmarks/cpu_ops.py`).
+    `nn.Dropout`, which are slower on CPU (`python benchmarks/cpu_ops.py`; BENCHMARKS.md).
     """
 
     def __init__(self, p: float = 0.5):
@@ -107,40 +114,38 @@ class Dropout(nn.Module):
 
 
 class AlexNet(nn.Module):
-    """AlexNet (Krizhevsky et al., 2012) for (B, in_channels, S, S) inputs; returns logits (B, num_classes)."""
+    """AlexNet (Krizhevsky et al., 2012) for (B, 1, S, S) inputs; returns logits (B, 10)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        if config.image_size < MIN_IMAGE_SIZE:
-            raise ValueError(f"model.image_size: {config.image_size} is below the minimum {MIN_IMAGE_SIZE}")
         self.config = config
         self.features = nn.Sequential(
-            Conv2d(config.in_channels, 96, kernel_size=11, stride=4),
+            nn.Conv2d(IN_CHANNELS, 96, kernel_size=11, stride=4),
             nn.ReLU(inplace=True),
             LocalResponseNorm(5, alpha=1e-4, beta=0.75),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            Conv2d(96, 256, kernel_size=5, padding=2),
+            nn.Conv2d(96, 256, kernel_size=5, padding=2),
             nn.ReLU(inplace=True),
             LocalResponseNorm(5, alpha=1e-4, beta=0.75),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            Conv2d(256, 384, kernel_size=3, padding=1),
+            nn.Conv2d(256, 384, kernel_size=3, padding=1),
             nn.ReLU(inplace=True),
-            Conv2d(384, 384, kernel_size=3, padding=1),
+            nn.Conv2d(384, 384, kernel_size=3, padding=1),
             nn.ReLU(inplace=True),
-            Conv2d(384, 256, kernel_size=3, padding=1),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
         )
         side = feature_side(self.features, config.image_size)
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            Linear(256 * side * side, 4096),  # 256*6*6 = 9216 inputs at 227x227
+            nn.Linear(256 * side * side, 4096),  # 256*6*6 = 9216 inputs at 227x227
             nn.ReLU(inplace=True),
             Dropout(config.dropout),
-            Linear(4096, 4096),
+            nn.Linear(4096, 4096),
             nn.ReLU(inplace=True),
             Dropout(config.dropout),
-            Linear(4096, config.num_classes),  # logits: CrossEntropyLoss applies the softmax
+            nn.Linear(4096, NUM_CLASSES),  # logits: CrossEntropyLoss applies the softmax
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

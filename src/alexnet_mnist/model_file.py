@@ -35,6 +35,6 @@ def load_model(path: Path) -> tuple[AlexNet, dict]:
     try:
         model = AlexNet(ModelConfig(**config))
         model.load_state_dict(saved["state_dict"])
-    except (RuntimeError, ValueError, TypeError) as e:
+    except (RuntimeError, PipelineError, TypeError) as e:
         raise PipelineError(f"{path}: weights do not fit the model config {config}: {e}; {REMAKE}") from None
     return model, saved["normalization"]
