@@ -1,26 +1,30 @@
-"""Stage plot: plots/accuracy.png from metrics/accuracy.csv and plots/confusion.png from
-metrics/confusion.csv. Imports neither torch nor torchvision.
+"""Stage plot: PNG images of the loss and accuracy curves (from the training history CSV), of the
+test confusion matrix and of the first misclassified test digits (from the evaluate stage's
+per-image CSV and the raw test images). Imports neither torch nor torchvision.
 
-Run: python stages/plot.py (from the project root; dvc repro does this).
+Run by dvc repro with the paths in dvc.yaml; `python stages/plot.py --help` lists them.
 """
 
-from pathlib import Path
-
-from alexnet_mnist.cli import run_stage
-from alexnet_mnist.params import load_params
-from alexnet_mnist.plot import accuracy_figure, confusion_figure, read_csv, save_png
-
-HISTORY = Path("metrics/accuracy.csv")
-CONFUSION = Path("metrics/confusion.csv")
-ACCURACY_PNG = Path("plots/accuracy.png")
-CONFUSION_PNG = Path("plots/confusion.png")
+from alexnet_mnist.cli import run_stage, stage_paths
+from alexnet_mnist.errors import PipelineError
+from alexnet_mnist.idx import TEST_IMAGES, read_images
+from alexnet_mnist.params import PlotParams, load_params
+from alexnet_mnist.plot import confusion_figure, curves_figure, misclassified_figure, read_csv, save_png
 
 
 def main() -> None:
-    (params,) = load_params("params.yaml", "plot")
-    save_png(accuracy_figure(read_csv(HISTORY, ("epoch", "train_accuracy", "val_accuracy")), params), ACCURACY_PNG)
-    save_png(confusion_figure(read_csv(CONFUSION, ("actual", "predicted")), params), CONFUSION_PNG)
-    print(f"wrote {ACCURACY_PNG}, {CONFUSION_PNG}")
+    paths = stage_paths(__doc__, "history", "confusion", "raw", "curves", "confusion-png", "misclassified")
+    (params,) = load_params("params.yaml", plot=PlotParams)
+    history = read_csv(paths.history, ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"))
+    confusion = read_csv(paths.confusion, ("actual", "predicted"))
+    save_png(curves_figure(history, params), paths.curves)
+    save_png(confusion_figure(confusion, params), paths.confusion_png)
+    test_images = read_images(paths.raw / TEST_IMAGES)
+    if len(confusion) > len(test_images):
+        raise PipelineError(f"{paths.confusion} has {len(confusion)} rows but {paths.raw / TEST_IMAGES} holds "
+                            f"{len(test_images)} images; rerun the pipeline: dvc repro")
+    save_png(misclassified_figure(test_images, confusion, params), paths.misclassified)
+    print(f"wrote {paths.curves}, {paths.confusion_png}, {paths.misclassified}")
 
 
 if __name__ == "__main__":

@@ -1,33 +1,24 @@
-"""Stage prepare: parse data/raw/ IDX files, hold out a seeded validation split, normalize, and
-cache float tensors at 28x28 in data/prepared/{train,val,test}.pt.
+"""Stage prepare: parse the raw MNIST IDX files, hold out a seeded validation split, normalize, and
+cache float tensors at 28x28 for the train, validation and test splits.
 
-Run: python stages/prepare.py (from the project root; dvc repro does this).
+Run by dvc repro with the paths in dvc.yaml; `python stages/prepare.py --help` lists them.
 """
 
-from pathlib import Path
-
 from alexnet_mnist import storage
-from alexnet_mnist.cli import run_stage
-from alexnet_mnist.idx import read_images, read_labels
-from alexnet_mnist.params import load_params
+from alexnet_mnist.cli import run_stage, stage_paths
+from alexnet_mnist.idx import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, read_pair
+from alexnet_mnist.params import DataParams, load_params
 from alexnet_mnist.prepare import split
-
-RAW = Path("data/raw")
-PREPARED = Path("data/prepared")
 
 
 def main() -> None:
-    (data,) = load_params("params.yaml", "data")
-    splits = split(
-        read_images(RAW / "train-images-idx3-ubyte"),
-        read_labels(RAW / "train-labels-idx1-ubyte"),
-        read_images(RAW / "t10k-images-idx3-ubyte"),
-        read_labels(RAW / "t10k-labels-idx1-ubyte"),
-        data,
-    )
+    paths = stage_paths(__doc__, "raw", "train", "val", "test")
+    (data,) = load_params("params.yaml", data=DataParams)
+    splits = split(*read_pair(paths.raw / TRAIN_IMAGES, paths.raw / TRAIN_LABELS),
+                   *read_pair(paths.raw / TEST_IMAGES, paths.raw / TEST_LABELS), data)
     for name, tensors in splits.items():
-        storage.save(PREPARED / f"{name}.pt", tensors)
-        print(f"{PREPARED / name}.pt: {len(tensors['labels'])} images")
+        storage.save(getattr(paths, name), tensors)
+        print(f"{getattr(paths, name)}: {len(tensors['labels'])} images")
 
 
 if __name__ == "__main__":

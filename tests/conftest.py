@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import gzip
 import hashlib
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -16,9 +20,26 @@ import torch
 import yaml
 
 from alexnet_mnist.idx import encode_idx
+from alexnet_mnist.params import TrainParams, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's python, dvc and pytest
+DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+PATHS = DVC_YAML["vars"][0]["paths"]  # every path the pipeline reads or writes, as dvc.yaml names it
+
+
+def stage_command(name: str) -> list[str]:
+    """The `cmd` of stage `name` in dvc.yaml, with its ${paths.*} filled in, run by this venv's python."""
+    command = re.sub(r"\$\{paths\.(\w+)\}", lambda m: PATHS[m[1]], DVC_YAML["stages"][name]["cmd"])
+    program, *args = shlex.split(command)
+    assert program == "python", command
+    return [str(BIN / "python"), *args]
+
+
+def train_params(**changes) -> TrainParams:
+    """params.yaml's train section with `changes`: the one way tests and benchmarks spell out TrainParams."""
+    (train,) = load_params(ROOT / "params.yaml", train=TrainParams)
+    return dataclasses.replace(train, **changes)
 
 # The real MNIST files, for the tests that need them (.ci/run sets MNIST_MIRROR); skipped without.
 # Absolute, as the dvc projects of the tests run in other folders.
@@ -66,6 +87,24 @@ def write_mnist(folder: Path, n_train: int = 400, n_test: int = 100, gz: bool = 
         else:
             (folder / name).write_bytes(data)
     return checksums
+
+
+def saved_weights(path) -> dict:
+    """The state dict in a model file."""
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def history_without_seconds(path) -> list[dict]:
+    """The rows of a history CSV without their (timing) seconds column."""
+    with open(path) as f:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+
+def fail_line(result) -> str:
+    """The one error line of a stage or dvc run that must fail with exit 1 and no traceback."""
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr.strip().splitlines()[-1]
 
 
 def assert_same_weights(a: dict, b: dict) -> None:
@@ -122,8 +161,8 @@ class Project:
         return self.run(str(BIN / "dvc"), *args, **kwargs)
 
     def stage(self, name: str, check: bool = False) -> subprocess.CompletedProcess:
-        """Run one stage script directly, as dvc would."""
-        return self.run(str(BIN / "python"), f"stages/{name}.py", check=check)
+        """Run one stage's command directly, as dvc would."""
+        return self.run(*stage_command(name), check=check)
 
     def write_params(self, params: dict) -> None:
         (self.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import make_project, tiny_params, write_mnist
+from conftest import PATHS, make_project, tiny_params, write_mnist
 
 pytestmark = pytest.mark.slow
 
@@ -13,7 +13,7 @@ SETTINGS = dict(data={"train_size": 512, "val_size": 128}, train={"epochs": 2})
 
 
 def train_summary(project) -> dict:
-    return json.loads((project.path / "metrics/train.json").read_text())
+    return json.loads((project.path / PATHS["train_metrics"]).read_text())
 
 
 def test_two_processes_match_one_through_dvc_repro(tmp_path):
@@ -32,12 +32,12 @@ def test_two_processes_match_one_through_dvc_repro(tmp_path):
     print(f"val accuracy: 1 process {one['val_accuracy']}, 2 processes {two['val_accuracy']}")
     assert one["val_accuracy"] > 0.5  # it learned: the comparison means something
     assert abs(two["val_accuracy"] - one["val_accuracy"]) <= VAL_ACCURACY_TOLERANCE
-    assert sorted(p.name for p in (multi.path / "models").iterdir()) == ["checkpoint.pt", "model.pt"]
+    assert sorted((multi.path / "models").iterdir()) == sorted(multi.path / PATHS[k] for k in ("checkpoint", "model"))
     assert not any(p.name.endswith(".tmp") for p in multi.path.rglob("*"))
 
     # raising epochs resumes with two processes too
     more = multi.dvc("exp", "run", "-S", "train.epochs=3")
-    assert "resuming from models/checkpoint.pt: 2 of 3 epochs already done" in more.stdout
+    assert f"resuming from {PATHS['checkpoint']}: 2 of 3 epochs already done" in more.stdout
 
 
 def test_a_failing_process_fails_the_stage_and_writes_nothing(tmp_path):
@@ -48,5 +48,5 @@ def test_a_failing_process_fails_the_stage_and_writes_nothing(tmp_path):
     result = project.dvc("repro", check=False)
     assert result.returncode != 0
     assert "NaN or infinite at epoch 1, step 1 of" in result.stderr + result.stdout
-    assert not (project.path / "models/model.pt").exists()
-    assert not (project.path / "metrics/train.json").exists()
+    assert not (project.path / PATHS["model"]).exists()
+    assert not (project.path / PATHS["train_metrics"]).exists()

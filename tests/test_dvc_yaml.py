@@ -1,15 +1,16 @@
-"""dvc.yaml lists, for each stage, exactly the library modules its script imports (directly or not)."""
+"""dvc.yaml lists, for each stage, exactly the library modules its script imports (directly or not), and
+passes each stage exactly the paths it declares."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import ROOT
+from conftest import DVC_YAML, PATHS, ROOT
 
 LIBRARY = ROOT / "src" / "alexnet_mnist"
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+STAGES = DVC_YAML["stages"]
 
 
 def library_imports(path: Path) -> set[str]:
@@ -41,3 +42,23 @@ def test_stage_deps_are_exactly_the_code_it_runs(stage):
     assert f"stages/{stage}.py" in deps
     listed = {Path(d).stem for d in deps if d.startswith("src/")}
     assert listed == needed, f"missing {sorted(needed - listed)}, extra {sorted(listed - needed)}"
+
+
+def names_in(text: str) -> set[str]:
+    return set(re.findall(r"\$\{paths\.(\w+)\}", text))
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_the_command_passes_exactly_the_paths_the_stage_declares(stage):
+    """Each data dep and output reaches the script as an argument, and the script gets no undeclared
+    path but the train stage's checkpoint, which is deliberately not an output (see dvc.yaml)."""
+    declared = set()
+    for entry in STAGES[stage]["deps"] + STAGES[stage].get("outs", []):
+        declared |= names_in(entry if isinstance(entry, str) else next(iter(entry)))
+    assert names_in(STAGES[stage]["cmd"]) - declared <= {"checkpoint"}
+    assert declared <= names_in(STAGES[stage]["cmd"])
+
+
+def test_every_named_path_is_used():
+    used = names_in((ROOT / "dvc.yaml").read_text().split("stages:", 1)[1])
+    assert used == set(PATHS)

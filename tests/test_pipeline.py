@@ -2,21 +2,19 @@
 
 import json
 import re
+import time
+from pathlib import Path
 
 import pytest
 
-from conftest import make_project, tiny_params, write_mnist
+from alexnet_mnist.idx import MNIST_FILES
+from conftest import PATHS, make_project, tiny_params, write_mnist
 
 pytestmark = pytest.mark.slow
 
-OUTPUTS = [
-    "data/raw/train-images-idx3-ubyte", "data/raw/train-labels-idx1-ubyte",
-    "data/raw/t10k-images-idx3-ubyte", "data/raw/t10k-labels-idx1-ubyte",
-    "data/prepared/train.pt", "data/prepared/val.pt", "data/prepared/test.pt",
-    "models/model.pt", "models/checkpoint.pt",
-    "metrics/accuracy.csv", "metrics/train.json", "metrics/eval.json", "metrics/confusion.csv",
-    "plots/accuracy.png", "plots/confusion.png",
-]
+# every file the pipeline writes: the raw files, then each path dvc.yaml names (the checkpoint too)
+OUTPUTS = [f"{PATHS['raw']}/{name}" for name in MNIST_FILES] + [path for key, path in PATHS.items()
+                                                                 if key not in ("raw", "checksums")]
 
 
 README_KEEP = r"Experiment|Created|^accuracy|^loss|val_accuracy|seconds|^model\.|^train\.(epochs|lr|batch_size|seed)|data.train_size"
@@ -43,7 +41,7 @@ def test_repro_runs_every_stage_and_writes_every_output(reproduced):
     assert ran(reproduced.first_repro) == ["download", "prepare", "train", "evaluate", "plot"]
     for path in OUTPUTS:
         assert (reproduced.path / path).is_file(), path
-    history = (reproduced.path / "metrics/accuracy.csv").read_text().splitlines()
+    history = (reproduced.path / PATHS["history"]).read_text().splitlines()
     assert history[0] == "epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds" and len(history) == 2
     assert not any(p.name.endswith(".tmp") for p in reproduced.path.rglob("*"))
 
@@ -57,11 +55,11 @@ def test_second_repro_runs_nothing(reproduced):
 def test_metrics_show_holds_the_test_accuracy(reproduced):
     metrics = json.loads(reproduced.dvc("metrics", "show", "--json").stdout)
     (workspace,) = metrics.values()
-    evaluation = workspace["data"]["metrics/eval.json"]["data"]
+    evaluation = workspace["data"][PATHS["eval_metrics"]]["data"]
     assert 0 <= evaluation["accuracy"] <= 1 and evaluation["samples"] == 100
     assert set(evaluation["per_class_accuracy"]) == {str(c) for c in range(10)}
     assert evaluation["device"] == "cpu" and evaluation["threads"] >= 1 and evaluation["torch_version"]
-    assert "val_accuracy" in workspace["data"]["metrics/train.json"]["data"]
+    assert "val_accuracy" in workspace["data"][PATHS["train_metrics"]]["data"]
 
 
 def test_plot_styling_reruns_only_plot(reproduced):
@@ -77,7 +75,7 @@ def test_plot_styling_reruns_only_plot(reproduced):
 def test_experiments_rerun_from_train_and_compare(reproduced):
     a = reproduced.dvc("exp", "run", "-n", "exp-a", "-S", "train.epochs=2")
     assert ran(a.stdout) == ["train", "evaluate", "plot"]
-    assert "resuming from models/checkpoint.pt: 1 of 2 epochs already done" in a.stdout
+    assert f"resuming from {PATHS['checkpoint']}: 1 of 2 epochs already done" in a.stdout
     b = reproduced.dvc("exp", "run", "-n", "exp-b", "-S", "train.lr=0.002")
     assert ran(b.stdout) == ["train", "evaluate", "plot"]
 
@@ -100,4 +98,36 @@ def test_experiments_rerun_from_train_and_compare(reproduced):
     reproduced.dvc("plots", "diff", "exp-a", "exp-b", "-o", "dvc_plots")
     html = (reproduced.path / "dvc_plots/index.html").read_text()
     assert "exp-a" in html and "exp-b" in html
-    assert "accuracy.png" in html and "confusion" in html
+    assert all(Path(PATHS[png]).name in html for png in ("curves_png", "confusion_png", "misclassified_png"))
+    assert "confusion" in html
+
+
+@pytest.mark.slow
+def test_two_queued_experiments_run_in_parallel_with_their_own_results(tmp_path):
+    checksums = write_mnist(tmp_path / "mirror")
+    project = make_project(tmp_path / "p", tmp_path / "mirror", checksums, tiny_params())
+    project.dvc("repro")
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-qm", "baseline")
+    project.dvc("exp", "run", "--queue", "-n", "q-lr", "-S", "train.lr=0.002")
+    project.dvc("exp", "run", "--queue", "-n", "q-seed", "-S", "train.seed=5")
+    project.dvc("queue", "start", "-j", "2")
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = project.dvc("queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(2)
+    assert status.count("Success") == 2, status
+    rows = json.loads(project.dvc("exp", "show", "--json").stdout)
+    found = {}
+    for commit in rows:
+        for exp in commit.get("experiments") or []:
+            (revision,) = exp["revs"]
+            data = revision["data"]
+            found[exp["name"]] = (data["params"]["params.yaml"]["data"]["train"],
+                                  data["metrics"][PATHS["eval_metrics"]]["data"])
+    assert found["q-lr"][0]["lr"] == 0.002 and found["q-lr"][0]["seed"] == 42
+    assert found["q-seed"][0]["seed"] == 5 and found["q-seed"][0]["lr"] == 0.001
+    assert found["q-lr"][1]["samples"] == found["q-seed"][1]["samples"] == 100
+    assert found["q-lr"][1] != found["q-seed"][1]  # each trained its own model

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from conftest import REAL_MIRROR, ROOT, make_project, needs_real_mnist, tiny_params
+from conftest import PATHS, REAL_MIRROR, ROOT, make_project, needs_real_mnist, tiny_params
 
 # Fraction of the 2000 test images. Healthy runs of these params on the 2-core CPU (bf16) measured
 # 0.887-0.938 over train.seed 42, 0 and 1, and 0.925-0.942 with torch.nn's Conv2d/Linear, whose
@@ -28,7 +28,7 @@ def test_short_real_run_reaches_the_target_accuracy(tmp_path):
     project = make_project(tmp_path / "project", REAL_MIRROR, read_checksums(ROOT / "mnist.sha256"),
                            tiny_params(**REAL))
     project.dvc("repro")
-    metrics = json.loads((project.path / "metrics/eval.json").read_text())
+    metrics = json.loads((project.path / PATHS["eval_metrics"]).read_text())
     print(f"real MNIST, {REAL}: test accuracy {metrics['accuracy']:.4f}")
     assert metrics["samples"] == 2000
     assert metrics["accuracy"] >= TARGET_TEST_ACCURACY

@@ -21,15 +21,15 @@ def under_torchrun() -> bool:
     return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
 
 
-def launch(nproc: int, script: str) -> int:
-    """Run `script` under torchrun with `nproc` processes on this machine; its exit status.
+def launch(nproc: int, script: str, args: list[str]) -> int:
+    """Run `script` with `args` under torchrun with `nproc` processes on this machine; its exit status.
 
     One machine: `--standalone` (a free local port, so parallel experiments don't collide).
     Several: torchrun reads the PET_* variables the user set.
     """
     single_node = not os.environ.get("PET_NNODES")
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-               *(["--standalone"] if single_node else []), script]
+               *(["--standalone"] if single_node else []), script, *args]
     print(f"starting {nproc} processes: {' '.join(command[1:])}", flush=True)
     return subprocess.run(command).returncode
 

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_path
 from .errors import PipelineError
+from .idx import MNIST_FILES
 
 MIRROR_ENV = "MNIST_MIRROR"
 TIMEOUT = 30  # seconds without data before a URL source is given up
@@ -26,14 +27,6 @@ class DownloadError(PipelineError):
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
 
 
 def read_checksums(path: Path) -> dict[str, str]:

@@ -12,6 +12,11 @@ from .errors import PipelineError
 UBYTE = 0x08  # the only element type MNIST uses
 IMAGE_SIDE = 28  # pixels
 
+# The standard names of the four MNIST files (uncompressed)
+TRAIN_IMAGES, TRAIN_LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
+TEST_IMAGES, TEST_LABELS = "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
+MNIST_FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+
 
 class IdxError(PipelineError):
     pass
@@ -20,7 +25,7 @@ class IdxError(PipelineError):
 def parse_idx(data: bytes, ndim: int, name: str) -> np.ndarray:
     """Parse an IDX byte string of unsigned bytes with `ndim` dimensions; `name` goes in errors."""
     if len(data) < 4 + 4 * ndim:
-        raise IdxError(f"{name}: truncated header ({len(data)} bytes); delete data/raw and rerun download")
+        raise IdxError(f"{name}: truncated header ({len(data)} bytes); delete it and rerun: dvc repro download")
     zero, dtype, dims = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype != UBYTE or dims != ndim:
         raise IdxError(
@@ -33,7 +38,7 @@ def parse_idx(data: bytes, ndim: int, name: str) -> np.ndarray:
     if len(body) != expected:
         raise IdxError(
             f"{name}: header says shape {shape} ({expected} bytes of data) but the file holds "
-            f"{len(body)}; the file is truncated or corrupted: delete data/raw and rerun download"
+            f"{len(body)}; the file is truncated or corrupted: delete it and rerun: dvc repro download"
         )
     return np.frombuffer(body, dtype=np.uint8).reshape(shape)
 
@@ -52,6 +57,15 @@ def read_labels(path: Path) -> np.ndarray:
     if labels.size and labels.max() > 9:
         raise IdxError(f"{path}: label {int(labels.max())} is out of range 0..9")
     return labels
+
+
+def read_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) from an idx3 and an idx1 file that must hold the same number of items."""
+    images, labels = read_images(images_path), read_labels(labels_path)
+    if len(images) != len(labels):
+        raise IdxError(f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels; "
+                       f"the files do not belong together: delete them and rerun: dvc repro download")
+    return images, labels
 
 
 def encode_idx(array: np.ndarray) -> bytes:

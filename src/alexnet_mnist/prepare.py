@@ -30,17 +30,11 @@ def split(
     test_labels: np.ndarray,
     params: DataParams,
 ) -> dict[str, dict[str, torch.Tensor]]:
-    """{'train', 'val', 'test'} -> {'images': (N, 1, 28, 28) float32, 'labels': (N,) int64}.
+    """{'train', 'val', 'test'} -> {'images': (N, 1, 28, 28) float32, 'labels': (N,) int64, 'mean', 'std'}.
 
     The validation set is `params.val_size` images drawn from the training files by a
     permutation seeded with `params.seed`; `train_size`/`test_size` (None = all) trim the rest.
     """
-    for images, labels, which in ((train_images, train_labels, "train"), (test_images, test_labels, "t10k")):
-        if len(images) != len(labels):
-            raise PipelineError(
-                f"data/raw/{which}-images-idx3-ubyte holds {len(images)} images but "
-                f"data/raw/{which}-labels-idx1-ubyte holds {len(labels)} labels; the files do not belong together"
-            )
     n = len(train_images)
     if params.val_size >= n:
         raise PipelineError(
