@@ -1,35 +1,48 @@
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
+
+from alexnet_mnist.device import resolve_device
+from alexnet_mnist.errors import PipelineError
 
 # Training steps of the full-width AlexNet at 67x67 (64 MiB of fc2 weight gradient among the
 # buffers each step frees and allocates again); prints the page faults of each step.
 FAULTS_PER_STEP = """
-import resource, torch
-from tqdm import tqdm
+import resource, sys, torch
+sys.path.insert(0, sys.argv[1])  # tests/, for conftest's train_params
+from conftest import train_params
 from alexnet_mnist.device import tune_cpu
-from alexnet_mnist.params import ModelParams, TrainParams
+from alexnet_mnist.model import ModelConfig
 from alexnet_mnist.train import start, train_epoch
 tune_cpu()
-params = TrainParams(epochs=1, batch_size=64, lr=1e-3, seed=0, device="cpu", precision="bf16", compile=False,
-                     deterministic=False, nproc=1)
-run = start(ModelParams(67, 0.5), params, torch.device("cpu"))
+params = train_params(epochs=1, batch_size=64, seed=0, device="cpu", precision="bf16")
+run = start(ModelConfig(67, 0.5), params, torch.device("cpu"))
 images, labels = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
 for step in range(16):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    train_epoch(run, run.model, images, labels, 64, "bf16", tqdm(disable=True))
+    train_epoch(run, run.model, images, labels, params, "bf16")
     print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, flush=True)
 """
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="tune_cpu tunes glibc's allocator only")
 def test_tune_cpu_lets_training_steps_reuse_freed_memory():
-    out = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP, str(Path(__file__).parent)],
+                         capture_output=True, text=True, check=True)
     faults = [int(line) for line in out.stdout.split()]
     # Memory freed back to the kernel comes back as fresh zero-filled pages, one fault per 4 KiB.
     # Untuned (or with a threshold that overflowed mallopt's int), each step faults in more than
     # the 64 MiB of one gradient, 16384 pages; tuned, the steps after the first few reuse the heap.
     steady = faults[-8:]
     assert sum(steady) / len(steady) < 4096, f"page faults per training step: {faults}"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_cuda_without_cuda_is_an_error_not_a_fallback():
+    with pytest.raises(PipelineError, match="train.device: 'cuda' was asked for but PyTorch sees no CUDA"):
+        resolve_device("cuda", "train.device")
+

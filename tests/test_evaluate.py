@@ -3,9 +3,9 @@
 import math
 
 import torch
-from torch import nn
 
 from alexnet_mnist.evaluate import predict, summarize
+from alexnet_mnist.model import AlexNet, ModelConfig
 
 
 def test_summarize_known_predictions():
@@ -17,14 +17,15 @@ def test_summarize_known_predictions():
 
 
 def test_predict_with_a_model_of_known_output():
-    """A model whose logits are its bias: it always says 3, with a known cross-entropy."""
-    model = nn.Sequential(nn.Flatten(), nn.Linear(67 * 67, 10))
+    """An AlexNet whose logits are its last layer's bias: it always says 3, with a known cross-entropy."""
+    model = AlexNet(ModelConfig(image_size=67, dropout=0.5))
+    last = model.classifier[-1]
     with torch.no_grad():
-        model[1].weight.zero_()
-        model[1].bias.copy_(torch.tensor([0.0, 0, 0, 2.0, 0, 0, 0, 0, 0, 0]))
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([0.0, 0, 0, 2.0, 0, 0, 0, 0, 0, 0]))
     images = torch.randn(7, 1, 28, 28)
     labels = torch.tensor([3, 3, 3, 0, 1, 2, 3])
-    loss, predicted = predict(model, images, labels, image_size=67, batch_size=3, precision="fp32")
+    loss, predicted = predict(model, images, labels, batch_size=3, precision="fp32")
     assert predicted.tolist() == [3] * 7
     p3 = math.exp(2) / (math.exp(2) + 9)
     expected = (4 * -math.log(p3) + 3 * -math.log(1 / (math.exp(2) + 9))) / 7

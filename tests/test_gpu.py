@@ -5,10 +5,9 @@ import torch
 from torch import nn
 
 from alexnet_mnist.device import make_deterministic
-from alexnet_mnist.model import LocalResponseNorm
-from alexnet_mnist.params import ModelParams, TrainParams
+from alexnet_mnist.model import LocalResponseNorm, ModelConfig
 from alexnet_mnist.train import fit
-from conftest import assert_same_weights, synthetic_mnist
+from conftest import assert_same_weights, synthetic_mnist, train_params
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 CUDA = torch.device("cuda")
@@ -30,7 +29,6 @@ def test_deterministic_cuda_training_is_bitwise_repeatable():
     images, labels = synthetic_mnist(256, seed=1)
     data = {"images": torch.from_numpy(images).float().div(255).unsqueeze(1),
             "labels": torch.from_numpy(labels).long()}
-    params = TrainParams(epochs=1, batch_size=32, lr=1e-3, seed=3, device="cuda", precision="bf16",
-                         compile=False, deterministic=True, nproc=1)
-    runs = [fit(data, data, ModelParams(image_size=227, dropout=0.5), params, CUDA, "bf16") for _ in range(2)]
+    params = train_params(epochs=1, batch_size=32, seed=3, device="cuda", precision="bf16", deterministic=True)
+    runs = [fit(data, data, ModelConfig(image_size=227, dropout=0.5), params, CUDA, "bf16") for _ in range(2)]
     assert_same_weights(*(r.model.state_dict() for r in runs))

@@ -4,19 +4,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnet_mnist.model import to_input
-from alexnet_mnist.params import ModelParams, TrainParams
+from alexnet_mnist.model import ModelConfig, to_input
+from alexnet_mnist.params import TrainParams
 from alexnet_mnist.train import DivergedError, fit, start, summarize_history
 from conftest import assert_same_weights, synthetic_mnist
+from conftest import train_params as defaults
 
-MODEL = ModelParams(image_size=67, dropout=0.5)
+MODEL = ModelConfig(image_size=67, dropout=0.5)
 CPU = torch.device("cpu")
 
 
 def train_params(**changes) -> TrainParams:
-    base = dict(epochs=2, batch_size=32, lr=1e-3, seed=7, device="cpu", precision="fp32",
-                compile=False, deterministic=False, nproc=1)
-    return TrainParams(**{**base, **changes})
+    """Small, fast settings on the CPU, in fp32 unless asked."""
+    return defaults(**{"epochs": 2, "batch_size": 32, "seed": 7, "device": "cpu", "precision": "fp32", **changes})
 
 
 def dataset(n: int, seed: int) -> dict:
@@ -93,7 +93,7 @@ def test_summarize_history_takes_the_last_epoch_and_total_speed():
         {"epoch": 1, "train_loss": 0.9, "train_accuracy": 0.7, "val_loss": 0.5, "val_accuracy": 0.8, "seconds": 3.0},
         {"epoch": 2, "train_loss": 0.3, "train_accuracy": 0.9, "val_loss": 0.2, "val_accuracy": 0.95, "seconds": 1.0},
     ]
-    assert summarize_history(history, images=100) == {
+    assert summarize_history(history, images_per_epoch=100) == {
         "epochs": 2, "train_loss": 0.3, "train_accuracy": 0.9, "val_loss": 0.2, "val_accuracy": 0.95,
         "seconds": 4.0, "images_per_second": 50.0,
     }

@@ -1,15 +1,22 @@
-"""Per-epoch training checkpoints: the fingerprint that decides when one may be reused."""
+"""Per-epoch training checkpoints: what they are keyed to (the fingerprint), saving, and resuming."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from .params import ModelParams, TrainParams
+from . import distributed, storage
+from .params import TrainParams
+
+if TYPE_CHECKING:
+    from .model import ModelConfig
+    from .train import Run
 
 
 def file_digest(*paths: Path) -> str:
@@ -22,16 +29,29 @@ def file_digest(*paths: Path) -> str:
     return h.hexdigest()
 
 
-def fingerprint(model: ModelParams, train: TrainParams, device: str, precision: str, inputs_digest: str,
+def code_digest(script: Path) -> str:
+    """SHA-256 of `script` and of every module of this package imported so far.
+
+    Called by the train stage once it has imported what it runs, this covers exactly the code
+    deps that dvc.yaml lists for the stage (tests/test_dvc_yaml.py keeps the two equal), so
+    editing the plot or download code leaves a checkpoint usable.
+    """
+    package = __name__.rpartition(".")[0]
+    modules = sorted(Path(m.__file__) for name, m in list(sys.modules.items())
+                     if (name == package or name.startswith(package + ".")) and getattr(m, "__file__", None))
+    return file_digest(Path(script), *modules)
+
+
+def fingerprint(config: ModelConfig, train: TrainParams, device: str, precision: str, inputs_digest: str,
                 world: int = 1) -> str:
     """Everything a run's result depends on except the number of epochs.
 
-    Two runs with equal fingerprints follow the same trajectory epoch by epoch (nothing,
-    e.g. no learning-rate schedule, depends on the total), so a checkpoint taken after
-    epoch k of one is exactly epoch k of the other.
+    Two runs with equal fingerprints follow the same trajectory epoch by epoch (nothing, the
+    learning-rate decay included, depends on the total), so a checkpoint taken after epoch k
+    of one is exactly epoch k of the other.
     """
     identity = {
-        "model": dataclasses.asdict(model),
+        "model": dataclasses.asdict(config),
         "train": {k: v for k, v in dataclasses.asdict(train).items() if k != "epochs"},
         "device": device,
         "precision": precision,
@@ -41,3 +61,48 @@ def fingerprint(model: ModelParams, train: TrainParams, device: str, precision: 
         "processes": world,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def save(path: Path, run: Run, identity: str) -> None:
+    """Save `run` to `path` (atomically). Collective: every process calls it, since it gathers
+    each one's dropout RNG state; process 0 writes."""
+    device = next(run.model.parameters()).device
+    rng = distributed.all_gather({
+        "cpu": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device).cpu() if device.type == "cuda" else None,
+    })
+    if distributed.is_main():
+        storage.save(path, {
+            "fingerprint": identity,
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "history": run.history,
+            "rng": rng,  # one per process, by rank
+            "rng_shuffle": run.shuffle.get_state(),
+            "rng_augment": run.augment.get_state(),
+        })
+
+
+def resume(path: Path, run: Run, identity: str, epochs: int) -> bool:
+    """Restore `run` from the checkpoint at `path` if it has this fingerprint and at most `epochs`
+    epochs; whether it did. Says on process 0 what it did with an existing checkpoint."""
+    if not path.is_file():
+        return False
+    state = storage.load(path, "a training checkpoint", f"delete {path} to start over")
+    done = len(state.get("history", []))
+    if state.get("fingerprint") != identity or done > epochs:
+        if distributed.is_main():
+            print(f"{path} is from other params, code, data or more epochs: starting over")
+        return False
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.history = list(state["history"])
+    rng = state["rng"][distributed.rank()]
+    torch.set_rng_state(rng["cpu"])
+    if rng["cuda"] is not None:
+        torch.cuda.set_rng_state(rng["cuda"], next(run.model.parameters()).device)
+    run.shuffle.set_state(state["rng_shuffle"])
+    run.augment.set_state(state["rng_augment"])
+    if distributed.is_main():
+        print(f"resuming from {path}: {done} of {epochs} epochs already done")
+    return True

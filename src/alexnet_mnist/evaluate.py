@@ -4,38 +4,42 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from tqdm import tqdm
 
 from .device import autocast
-from .model import to_input
+from .model import AlexNet, to_input
 
 
 @torch.inference_mode()
 def predict(
-    model: nn.Module,
+    model: AlexNet,
     images: torch.Tensor,
     labels: torch.Tensor,
-    image_size: int,
     batch_size: int,
     precision: str,
+    progress: str | None = None,
 ) -> tuple[float, torch.Tensor]:
     """(mean cross-entropy, predicted classes on the CPU) of `model` over `images`.
 
     `images`/`labels` may live on any device; each batch is moved to the model's device,
-    resized there, and its statistics stay there until the end (no per-batch host sync).
+    resized there to the model's input size, and its statistics stay there until the end (no
+    per-batch host sync). `progress` labels a progress bar in images/s; None shows none.
     """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     predictions = []
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].to(device, non_blocking=True)
-        y = labels[start : start + batch_size].to(device, non_blocking=True)
-        with autocast(device, precision):
-            logits = model(to_input(x, image_size)).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        predictions.append(logits.argmax(1))
+    with tqdm(total=len(images), desc=progress, unit="img", unit_scale=True, leave=False, mininterval=1.0,
+              disable=progress is None) as bar:
+        for start in range(0, len(images), batch_size):
+            x = images[start : start + batch_size].to(device, non_blocking=True)
+            y = labels[start : start + batch_size].to(device, non_blocking=True)
+            with autocast(device, precision):
+                logits = model(to_input(x, model.config.image_size)).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            predictions.append(logits.argmax(1))
+            bar.update(len(x))
     model.train(was_training)
     predicted = torch.cat(predictions).cpu() if predictions else torch.empty(0, dtype=torch.long)
     return loss_sum.item() / max(len(images), 1), predicted

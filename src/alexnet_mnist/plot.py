@@ -1,4 +1,4 @@
-"""Figures of a run: accuracy per epoch, and the test confusion matrix. Uses matplotlib, never torch."""
+"""Figures of a run: loss and accuracy per epoch, the test confusion matrix, misclassified digits. Never imports torch."""
 
 from __future__ import annotations
 
@@ -27,18 +27,19 @@ def read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     return frame
 
 
-def accuracy_figure(history: pd.DataFrame, params: PlotParams) -> Figure:
-    """Train and validation accuracy (%) per epoch."""
+def curves_figure(history: pd.DataFrame, params: PlotParams) -> Figure:
+    """Loss (left) and accuracy in % (right) per epoch, train and validation."""
     fig = Figure(figsize=(params.width, params.height), dpi=params.dpi)
-    ax = fig.subplots()
-    ax.plot(history["epoch"], 100 * history["train_accuracy"], marker="o", label="train")
-    ax.plot(history["epoch"], 100 * history["val_accuracy"], marker="o", label="validation")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("AlexNet on MNIST: accuracy per epoch")
-    ax.set_xticks(history["epoch"])
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+    loss_ax, accuracy_ax = fig.subplots(1, 2)
+    for ax, key, scale, label in ((loss_ax, "loss", 1, "cross-entropy loss"), (accuracy_ax, "accuracy", 100, "accuracy (%)")):
+        ax.plot(history["epoch"], scale * history[f"train_{key}"], marker="o", label="train")
+        ax.plot(history["epoch"], scale * history[f"val_{key}"], marker="o", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_xticks(history["epoch"])
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle("AlexNet on MNIST: loss and accuracy per epoch")
     fig.tight_layout()
     return fig
 
@@ -61,6 +62,28 @@ def confusion_figure(confusion: pd.DataFrame, params: PlotParams, num_classes: i
     ax.set_xlabel("predicted digit")
     ax.set_ylabel("actual digit")
     ax.set_title(f"Test confusion matrix ({counts.sum()} images)")
+    fig.tight_layout()
+    return fig
+
+
+def misclassified_figure(images: np.ndarray, confusion: pd.DataFrame, params: PlotParams, count: int = 40) -> Figure:
+    """The first `count` misclassified test digits, each titled with its true and predicted label.
+
+    `confusion` holds (actual, predicted) per test image in test-file order, so row i is image i.
+    """
+    wrong = confusion.index[confusion["actual"] != confusion["predicted"]][:count]
+    columns = 10
+    rows = max(1, -(-len(wrong) // columns))  # ceil
+    fig = Figure(figsize=(params.width, 0.85 * rows + 0.6), dpi=params.dpi)
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, wrong):
+        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
+        ax.set_title(f"{confusion.at[i, 'actual']} as {confusion.at[i, 'predicted']}", fontsize=8)
+    total = int((confusion["actual"] != confusion["predicted"]).sum())
+    fig.suptitle(f"Misclassified test digits: the first {len(wrong)} of {total} (true as predicted)"
+                 if total else f"No misclassified digits among {len(confusion)} test images", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -6,21 +6,25 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from . import distributed, storage
+from . import distributed
+from .augment import random_affine
 from .device import autocast
 from .errors import PipelineError
 from .evaluate import predict
 from .model import AlexNet, ModelConfig, to_input
-from .params import ModelParams, TrainParams
+from .params import TrainParams
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
-VAL_BATCH_SIZE = 1000  # images per validation forward pass (memory only; results do not depend on it)
+# Images per validation forward pass: memory only, results do not depend on it. Not evaluate.batch_size,
+# which belongs to the evaluate stage: changing it must not rerun training.
+VAL_BATCH_SIZE = 1000
 SYNC_EVERY = 50  # steps between host syncs, for the progress bar's loss and the NaN/inf check
 
 
@@ -30,102 +34,94 @@ class DivergedError(PipelineError):
 
 @dataclass
 class Run:
-    """A training run in progress: what a checkpoint saves and a resume restores."""
+    """A training run in progress: what a checkpoint saves and a resume restores (checkpoint.py)."""
 
     model: AlexNet
     optimizer: torch.optim.Optimizer
     shuffle: torch.Generator  # draws each epoch's permutation; lives on the CPU on every device
+    augment: torch.Generator  # draws the augmentation's rotations and shifts; CPU too
     history: list[dict] = field(default_factory=list)
 
     @property
     def epoch(self) -> int:
         return len(self.history)
 
-    def state(self, identity: str) -> dict:
-        """The checkpoint; call on every process (it gathers each one's dropout RNG state)."""
-        device = next(self.model.parameters()).device
-        rng = distributed.all_gather({
-            "cpu": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device).cpu() if device.type == "cuda" else None,
-        })
-        return {
-            "fingerprint": identity,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "history": self.history,
-            "rng": rng,  # one per process, by rank
-            "rng_shuffle": self.shuffle.get_state(),
-        }
 
-    def restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.history = list(state["history"])
-        rng = state["rng"][distributed.rank()]
-        torch.set_rng_state(rng["cpu"])
-        if rng["cuda"] is not None:
-            torch.cuda.set_rng_state(rng["cuda"], next(self.model.parameters()).device)
-        self.shuffle.set_state(state["rng_shuffle"])
-
-
-def start(model_params: ModelParams, train_params: TrainParams, device: torch.device) -> Run:
+def start(config: ModelConfig, train_params: TrainParams, device: torch.device) -> Run:
     """A fresh, seeded run: the same seed gives the same initial weights and batch order."""
     torch.manual_seed(train_params.seed)
-    config = ModelConfig(image_size=model_params.image_size, dropout=model_params.dropout)
     model = AlexNet(config).to(device, memory_format=torch.channels_last)
     # fused Adam: one kernel per step for all parameters, same update rule as the default
     optimizer = torch.optim.Adam(model.parameters(), lr=train_params.lr, fused=True)
     if distributed.world() > 1:  # same initial weights everywhere, but each process its own dropout
         torch.manual_seed(train_params.seed + distributed.rank())
-    return Run(model, optimizer, torch.Generator().manual_seed(train_params.seed))
+    return Run(model, optimizer, torch.Generator().manual_seed(train_params.seed),
+               torch.Generator().manual_seed(train_params.seed + 1))
 
 
-def train_epoch(run: Run, step_fn, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                precision: str, bar: tqdm) -> tuple[float, float]:
+def epoch_lr(train_params: TrainParams, epoch: int) -> float:
+    """The learning rate of epoch `epoch` (1-based): lr * lr_decay^(epoch - 1). It depends on the
+    epoch alone, not on the total, so raising train.epochs continues a run exactly."""
+    return train_params.lr * train_params.lr_decay ** (epoch - 1)
+
+
+def train_epoch(run: Run, step_fn, images: torch.Tensor, labels: torch.Tensor, train_params: TrainParams,
+                precision: str, progress: str | None = None) -> tuple[float, float]:
     """One pass over `images` in a seeded random order; returns (mean loss, accuracy).
 
-    With several processes, every process draws the same permutation and takes every
-    world-th image of each global batch of `batch_size`; scaling its summed loss by
-    world/batch makes DDP's gradient average equal the one-process gradient of the batch.
+    `progress` labels a progress bar in images/s; None shows none. With several processes, every
+    process draws the same permutation (and augmentation) and takes every world-th image of each
+    global batch of `batch_size`; scaling its summed loss by world/batch makes DDP's gradient
+    average equal the one-process gradient of the batch.
     """
     model, optimizer = run.model, run.optimizer
     device = images.device
-    image_size = model.config.image_size
+    batch_size, image_size = train_params.batch_size, model.config.image_size
+    augmenting = train_params.shift > 0 or train_params.rotate > 0
     rank, world = distributed.rank(), distributed.world()
+    for group in optimizer.param_groups:
+        group["lr"] = epoch_lr(train_params, run.epoch + 1)
     model.train()
     order = torch.randperm(len(images), generator=run.shuffle).to(device)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.long)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss
     steps = math.ceil(len(images) / batch_size)
-    for step in range(steps):
-        batch = order[step * batch_size : (step + 1) * batch_size]
-        idx = batch[rank::world]  # this process's share of the global batch
-        x, y = to_input(images[idx], image_size), labels[idx]  # (b, 1, 28, 28) -> (b, 1, S, S)
-        with autocast(device, precision):
-            logits = step_fn(x).float()
-        loss = F.cross_entropy(logits, y, reduction="sum")
-        optimizer.zero_grad(set_to_none=True)
-        (loss * (world / len(batch))).backward()
-        optimizer.step()
-        loss = loss.detach()
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
-        loss_sum += loss
-        correct += (logits.detach().argmax(1) == y).sum()
-        bar.update(len(batch))
-        if (step + 1) % SYNC_EVERY == 0 or step + 1 == steps:
-            if first_bad.item() >= 0:
-                raise DivergedError(
-                    f"training diverged: the loss became NaN or infinite at epoch {run.epoch + 1}, "
-                    f"step {first_bad.item() + 1} of {steps}; lower train.lr (now {optimizer.param_groups[0]['lr']:g})"
-                )
-            seen = min((step + 1) * batch_size, len(images)) / world
-            bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")
+    with tqdm(total=len(images), desc=progress, unit="img", unit_scale=True, leave=False, mininterval=1.0,
+              disable=progress is None) as bar:
+        for step in range(steps):
+            batch = order[step * batch_size : (step + 1) * batch_size]
+            idx = batch[rank::world]  # this process's share of the global batch
+            if augmenting:  # (b, 1, 28, 28) -> (b, 1, S, S), rotated and shifted
+                draws = torch.rand(len(batch), 3, generator=run.augment).mul_(2).sub_(1)[rank::world]
+                x = random_affine(images[idx], image_size, train_params.shift, train_params.rotate, draws)
+            else:  # (b, 1, 28, 28) -> (b, 1, S, S)
+                x = to_input(images[idx], image_size)
+            y = labels[idx]
+            with autocast(device, precision):
+                logits = step_fn(x).float()
+            loss = F.cross_entropy(logits, y, reduction="sum")
+            optimizer.zero_grad(set_to_none=True)
+            (loss * (world / len(batch))).backward()
+            optimizer.step()
+            loss = loss.detach()
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+            loss_sum += loss
+            correct += (logits.detach().argmax(1) == y).sum()
+            bar.update(len(batch))
+            if (step + 1) % SYNC_EVERY == 0 or step + 1 == steps:
+                if first_bad.item() >= 0:
+                    raise DivergedError(
+                        f"training diverged: the loss became NaN or infinite at epoch {run.epoch + 1}, "
+                        f"step {first_bad.item() + 1} of {steps}; lower train.lr (now {train_params.lr:g})"
+                    )
+                seen = min((step + 1) * batch_size, len(images)) / world
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")
     distributed.all_sum(loss_sum, correct)
     return loss_sum.item() / len(images), correct.item() / len(images)
 
 
-def summarize_history(history: list[dict], images: int) -> dict:
+def summarize_history(history: list[dict], images_per_epoch: int) -> dict:
     """The last epoch's numbers, plus the training wall time and speed over all epochs."""
     last = history[-1]
     seconds = sum(row["seconds"] for row in history)
@@ -133,15 +129,16 @@ def summarize_history(history: list[dict], images: int) -> dict:
         "epochs": last["epoch"],
         **{key: round(last[key], 6) for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")},
         "seconds": round(seconds, 2),  # wall time of all epochs' training, validation excluded
-        "images_per_second": round(images * len(history) / seconds, 1),
+        "images_per_second": round(images_per_epoch * len(history) / seconds, 1),
     }
 
 
-def validate(model: AlexNet, images: torch.Tensor, labels: torch.Tensor, precision: str) -> tuple[float, float]:
+def validate(model: AlexNet, images: torch.Tensor, labels: torch.Tensor, precision: str,
+             progress: str | None = None) -> tuple[float, float]:
     """(mean loss, accuracy) over all of `images`, each process evaluating its share."""
     rank, world = distributed.rank(), distributed.world()
     mine, mine_labels = images[rank::world], labels[rank::world]
-    loss, predicted = predict(model, mine, mine_labels, model.config.image_size, VAL_BATCH_SIZE, precision)
+    loss, predicted = predict(model, mine, mine_labels, VAL_BATCH_SIZE, precision, progress)
     device = images.device
     totals = torch.tensor([loss * len(mine), (predicted == mine_labels.cpu()).sum().item()],
                           dtype=torch.float64, device=device)
@@ -152,34 +149,29 @@ def validate(model: AlexNet, images: torch.Tensor, labels: torch.Tensor, precisi
 def fit(
     train_set: dict,
     val_set: dict,
-    model_params: ModelParams,
+    config: ModelConfig,
     train_params: TrainParams,
     device: torch.device,
     precision: str,
     checkpoint: Path | None = None,
     inputs_digest: str = "",
+    on_epoch: Callable[[Run], None] | None = None,
 ) -> Run:
     """Train for `train_params.epochs`, resuming from `checkpoint` when it has the same fingerprint.
 
     After each epoch the run is saved to `checkpoint` (atomically), so a killed run resumes
-    from its last completed epoch and ends with exactly the weights of an uninterrupted one.
+    from its last completed epoch and ends with exactly the weights of an uninterrupted one;
+    then process 0 calls `on_epoch(run)`, e.g. to write the history so far.
     """
     main = distributed.is_main()
     world = distributed.world()
     if world > train_params.batch_size:
         raise PipelineError(f"params.yaml: train.batch_size: {train_params.batch_size} is the global batch and "
                             f"must be at least the {world} processes; raise it or lower train.nproc")
-    run = start(model_params, train_params, device)
-    identity = ckpt.fingerprint(model_params, train_params, device.type, precision, inputs_digest, world)
-    if checkpoint is not None and checkpoint.is_file():
-        state = storage.load(checkpoint, "a training checkpoint", f"delete {checkpoint} to start over")
-        done = len(state.get("history", []))
-        if state.get("fingerprint") == identity and done <= train_params.epochs:
-            run.restore(state)
-            if main:
-                print(f"resuming from {checkpoint}: {done} of {train_params.epochs} epochs already done")
-        elif main:
-            print(f"{checkpoint} is from other params or more epochs: starting over")
+    run = start(config, train_params, device)
+    identity = ckpt.fingerprint(config, train_params, device.type, precision, inputs_digest, world)
+    if checkpoint is not None:
+        ckpt.resume(checkpoint, run, identity, train_params.epochs)
     images = train_set["images"].to(device)
     labels = train_set["labels"].to(device)
     val_images, val_labels = val_set["images"].to(device), val_set["labels"].to(device)
@@ -192,21 +184,21 @@ def fit(
         step_fn = torch.compile(step_fn)
     while run.epoch < train_params.epochs:
         epoch = run.epoch + 1
-        with tqdm(total=len(images), desc=f"epoch {epoch}/{train_params.epochs}", unit="img",
-                  unit_scale=True, leave=False, mininterval=1.0, disable=not main) as bar:
-            began = time.perf_counter()
-            train_loss, train_accuracy = train_epoch(run, step_fn, images, labels, train_params.batch_size,
-                                                     precision, bar)
-            seconds = time.perf_counter() - began
-        val_loss, val_accuracy = validate(run.model, val_images, val_labels, precision)
+        label = f"epoch {epoch}/{train_params.epochs}"
+        began = time.perf_counter()
+        train_loss, train_accuracy = train_epoch(run, step_fn, images, labels, train_params, precision,
+                                                 progress=label if main else None)
+        seconds = time.perf_counter() - began
+        val_loss, val_accuracy = validate(run.model, val_images, val_labels, precision,
+                                          progress=f"{label} validation" if main else None)
         row = dict(zip(HISTORY_COLUMNS, (epoch, train_loss, train_accuracy, val_loss, val_accuracy, seconds), strict=True))
         run.history.append(row)
         if main:
-            print(f"epoch {epoch}/{train_params.epochs}: train loss {train_loss:.4f} acc {train_accuracy:.4f} | "
+            print(f"{label}: train loss {train_loss:.4f} acc {train_accuracy:.4f} | "
                   f"val loss {val_loss:.4f} acc {val_accuracy:.4f} | {seconds:.1f}s, "
                   f"{len(images) / seconds:.0f} img/s", flush=True)
         if checkpoint is not None:
-            state = run.state(identity)  # every process: it gathers their RNG states
-            if main:
-                storage.save(checkpoint, state)
+            ckpt.save(checkpoint, run, identity)  # every process: it gathers their RNG states
+        if main and on_epoch is not None:
+            on_epoch(run)
     return run

@@ -1,0 +1,58 @@
+"""Reproducible to the bit and resumable: identical runs, a killed run resumed, checkpoints and the run-cache."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+from conftest import BIN, PATHS, assert_same_weights, history_without_seconds, make_project, saved_weights, \
+    tiny_params, write_mnist
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_runs_give_identical_weights_and_metrics(tmp_path):
+    checksums = write_mnist(tmp_path / "mirror")
+    runs = []
+    for name in ("a", "b"):
+        project = make_project(tmp_path / name, tmp_path / "mirror", checksums, tiny_params(train={"epochs": 2}))
+        project.dvc("repro")
+        runs.append(project.path)
+    a, b = runs
+    assert_same_weights(saved_weights(a / PATHS["model"]), saved_weights(b / PATHS["model"]))
+    assert (a / PATHS["eval_metrics"]).read_bytes() == (b / PATHS["eval_metrics"]).read_bytes()
+    assert (a / PATHS["confusion"]).read_bytes() == (b / PATHS["confusion"]).read_bytes()
+    assert history_without_seconds(a / PATHS["history"]) == history_without_seconds(b / PATHS["history"])
+    recorded = json.loads((a / PATHS["eval_metrics"]).read_text())
+    assert {"device", "precision", "torch_version", "threads"} <= set(recorded)
+
+
+def test_killed_training_resumes_to_the_uninterrupted_saved_weights(tmp_path):
+    checksums = write_mnist(tmp_path / "mirror", n_train=600)
+    params = tiny_params(data={"train_size": 512}, train={"epochs": 3})
+    straight = make_project(tmp_path / "straight", tmp_path / "mirror", checksums, params)
+    straight.dvc("repro")
+
+    project = make_project(tmp_path / "killed", tmp_path / "mirror", checksums, params)
+    proc = subprocess.Popen([str(BIN / "dvc"), "repro"], cwd=project.path, env=project.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    checkpoint = project.path / PATHS["checkpoint"]
+    deadline = time.time() + 300
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert checkpoint.exists(), "training never saved a checkpoint"
+    os.killpg(proc.pid, signal.SIGKILL)  # dvc and the train stage under it, mid-epoch 2
+    proc.wait()
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    assert len(saved["history"]) == 1 and not (project.path / PATHS["model"]).exists()
+
+    rerun = project.dvc("repro")
+    assert f"resuming from {PATHS['checkpoint']}: 1 of 3 epochs already done" in rerun.stdout
+    assert_same_weights(saved_weights(straight.path / PATHS["model"]), saved_weights(project.path / PATHS["model"]))
+    assert history_without_seconds(straight.path / PATHS["history"]) == \
+        history_without_seconds(project.path / PATHS["history"])
+
