@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from alexnet_mnist.model import ModelConfig, to_input
 from alexnet_mnist.params import TrainParams
-from alexnet_mnist.train import DivergedError, fit, start, summarize_history
+from alexnet_mnist.train import DivergedError, epoch_lr, fit, start, summarize_history
 from conftest import assert_same_weights, synthetic_mnist
 from conftest import train_params as defaults
 
@@ -97,3 +97,36 @@ def test_summarize_history_takes_the_last_epoch_and_total_speed():
         "epochs": 2, "train_loss": 0.3, "train_accuracy": 0.9, "val_loss": 0.2, "val_accuracy": 0.95,
         "seconds": 4.0, "images_per_second": 50.0,
     }
+
+
+@pytest.mark.parametrize("changes", [{"lr_decay": 0.5}, {"shift": 2.0, "rotate": 10.0}])
+def test_decay_and_augmentation_resume_to_the_uninterrupted_weights(tmp_path, changes):
+    straight = fit(TRAIN, VAL, MODEL, train_params(epochs=3, **changes), CPU, "fp32")
+    checkpoint = tmp_path / "checkpoint.pt"
+    fit(TRAIN, VAL, MODEL, train_params(epochs=1, **changes), CPU, "fp32", checkpoint=checkpoint)
+    resumed = fit(TRAIN, VAL, MODEL, train_params(epochs=3, **changes), CPU, "fp32", checkpoint=checkpoint)
+    assert_same_weights(weights(straight), weights(resumed))
+    assert [r["val_loss"] for r in resumed.history] == [r["val_loss"] for r in straight.history]
+    plain = fit(TRAIN, VAL, MODEL, train_params(epochs=3), CPU, "fp32")
+    assert not torch.equal(weights(plain)["classifier.7.weight"], weights(straight)["classifier.7.weight"])
+
+
+def test_each_epoch_trains_at_lr_times_decay_to_the_epoch_index():
+    params = train_params(epochs=3, lr=1e-3, lr_decay=0.5)
+    run = fit(TRAIN, VAL, MODEL, params, CPU, "fp32")
+    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5**2)  # epoch 3's
+    assert [epoch_lr(params, e) for e in (1, 2, 3)] == pytest.approx([1e-3, 5e-4, 2.5e-4])
+
+
+def test_augmentation_off_draws_no_random_numbers():
+    """With shift and rotate at 0 the run is the seed's: the augmentation generator is never used."""
+    run = fit(TRAIN, VAL, MODEL, train_params(epochs=1), CPU, "fp32")
+    assert torch.equal(run.augment.get_state(), torch.Generator().manual_seed(7 + 1).get_state())
+
+
+def test_checkpoint_of_other_augmentation_or_decay_is_not_reused(tmp_path, capsys):
+    checkpoint = tmp_path / "checkpoint.pt"
+    fit(TRAIN, VAL, MODEL, train_params(epochs=1), CPU, "fp32", checkpoint=checkpoint)
+    for changes in ({"lr_decay": 0.9}, {"shift": 1.0}, {"rotate": 5.0}):
+        fit(TRAIN, VAL, MODEL, train_params(epochs=1, **changes), CPU, "fp32", checkpoint=checkpoint)
+        assert "starting over" in capsys.readouterr().out
