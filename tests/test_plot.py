@@ -70,5 +70,5 @@ def test_the_gallery_shows_the_first_misclassified_digits_with_both_labels():
     fig = misclassified_figure(images, confusion, params, count=12)
     titles = [ax.get_title() for ax in fig.axes if ax.images]
     assert titles == [f"{actual[i]} as {predicted[i]}" for i in range(0, 36, 3)]
-    assert "the first 12 of 20" in fig._suptitle.get_text()
+    assert "the first 12 of 20" in fig.get_suptitle()
     assert (fig.axes[0].images[0].get_array() == images[0]).all()
