@@ -22,11 +22,24 @@ def resolve_device(name: str, key: str = "train.device") -> torch.device:
     return torch.device(name)
 
 
+def cpu_native_bf16(capability: str, avx512_bf16: bool, amx: bool) -> bool:
+    """Whether a CPU computes bf16 natively: AVX512 kernels in use and AVX512-BF16 or AMX instructions.
+
+    `capability` is `torch.backends.cpu.get_cpu_capability()` ('AVX512', 'AVX2', 'DEFAULT', ...),
+    the widest kernels PyTorch runs, lowered by ATEN_CPU_CAPABILITY; the flags are the CPU's own.
+    Without native bf16, autocast emulates it and is slower than fp32.
+    """
+    return capability == "AVX512" and (avx512_bf16 or amx)
+
+
 def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bf16 natively (CUDA with bf16, or a CPU with AVX512-BF16 or AMX)."""
+    """Whether `device` computes bf16 natively (CUDA with bf16, or a CPU as `cpu_native_bf16` says)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    # PyTorch has no public bf16 query for CPUs; these private calls read the CPU's flags (cpuinfo)
+    # and are used nowhere else.
+    return cpu_native_bf16(torch.backends.cpu.get_cpu_capability(),
+                           torch.cpu._is_avx512_bf16_supported(), torch.cpu._is_amx_tile_supported())
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
