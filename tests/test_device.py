@@ -1,3 +1,4 @@
+import os
 import platform
 import subprocess
 import sys
@@ -6,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet_mnist.device import resolve_device
+from alexnet_mnist.device import cpu_native_bf16, resolve_device, resolve_precision
 from alexnet_mnist.errors import PipelineError
 
 # Training steps of the full-width AlexNet at 67x67 (64 MiB of fc2 weight gradient among the
@@ -46,3 +47,28 @@ def test_cuda_without_cuda_is_an_error_not_a_fallback():
     with pytest.raises(PipelineError, match="train.device: 'cuda' was asked for but PyTorch sees no CUDA"):
         resolve_device("cuda", "train.device")
 
+
+@pytest.mark.parametrize("capability, avx512_bf16, amx, native", [
+    ("AVX512", True, False, True),  # AVX512-BF16, e.g. AMD Zen 4
+    ("AVX512", True, True, True),  # AMX, e.g. Intel Sapphire Rapids
+    ("AVX512", False, False, False),  # AVX512 without bf16, e.g. Intel Skylake-SP
+    ("AVX2", False, False, False),  # an AVX2-only CPU
+    ("AVX2", True, True, False),  # a bf16 CPU whose kernels ATEN_CPU_CAPABILITY=avx2 limits to AVX2
+    ("DEFAULT", False, False, False),  # no vector kernels
+])
+def test_cpu_native_bf16_needs_avx512_kernels_and_bf16_instructions(capability, avx512_bf16, amx, native):
+    assert cpu_native_bf16(capability, avx512_bf16, amx) is native
+
+
+def test_auto_precision_is_fp32_on_a_cpu_limited_to_avx2():
+    code = ("import torch; from alexnet_mnist.device import resolve_precision; "
+            "print(torch.backends.cpu.get_cpu_capability(), resolve_precision('auto', torch.device('cpu')))")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    capability, precision = out.stdout.split()
+    assert capability != "AVX512" and precision == "fp32", out.stdout
+
+
+@pytest.mark.parametrize("name", ["fp32", "bf16"])
+def test_an_explicit_precision_is_kept(name):
+    assert resolve_precision(name, torch.device("cpu")) == name
