@@ -1,4 +1,4 @@
-# make setup | make repro | make test | make bench
+# make setup | make repro | make test | make test-avx2 | make bench
 # Each target first makes .venv (if missing) and installs the pinned dependencies and the
 # project; reinstalls only when requirements.txt or pyproject.toml changed.
 
@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test bench
+.PHONY: setup repro test test-avx2 bench
 
 setup: $(VENV)/.installed
 
@@ -23,6 +23,11 @@ repro: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The fast tests again with PyTorch's CPU kernels limited to AVX2, as on a CPU without AVX512:
+# no native bf16 there, so precision auto is fp32 and bf16 is emulated.
+test-avx2: setup
+	ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 $(BIN)/python -m pytest -m "not slow"
 
 bench: setup
 	$(BIN)/python benchmarks/train_speed.py
