@@ -16,10 +16,6 @@ from dvc_render.html import PAGE_HTML  # DVC's default page, which loads vega fr
 
 from conftest import ROOT, Project, html_template, make_project, tiny_params, write_mnist
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# CI installs Chromium (.ci/run), so there a missing one fails the tests instead of skipping them.
-needs_chromium = pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"),
-                                    reason="no chromium on PATH (install it: apt-get install -y chromium)")
 HEADLESS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -67,7 +63,7 @@ class Tree(HTMLParser):
         self.open[-1].text += data
 
 
-def render(page: Path, profile: Path) -> dict[str, Element]:
+def render(chromium: str, page: Path, profile: Path) -> dict[str, Element]:
     """The vega charts of `page` by id, as the DOM holds them after its scripts ran in headless Chromium.
 
     The charts are the divs whose own script calls vegaEmbed in the page as written (dvc_render's
@@ -76,9 +72,7 @@ def render(page: Path, profile: Path) -> dict[str, Element]:
     written = Tree(page.read_text(encoding="utf8")).root.iter()
     ids = {div.attrs.get("id") for div in written
            if div.tag == "div" and any(c.tag == "script" and "vegaEmbed(" in c.text for c in div.children)}
-    if CHROMIUM is None:
-        pytest.fail("chromium is not on PATH; .ci/run installs it (apt-get install -y chromium)")
-    command = [CHROMIUM, *HEADLESS, f"--user-data-dir={profile}", "--virtual-time-budget=20000",  # ms
+    command = [chromium, *HEADLESS, f"--user-data-dir={profile}", "--virtual-time-budget=20000",  # ms
                "--dump-dom", page.as_uri()]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "</html>" in result.stdout, f"{' '.join(command)}\n{result.stderr[-3000:]}"
@@ -99,7 +93,18 @@ def vega_plots(project: Project) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def experiments(tmp_path_factory) -> Project:
+def chromium() -> str:
+    """Chromium's path. CI installs it (.ci/run), so only outside CI does its absence skip the tests."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None and os.environ.get("CI"):
+        pytest.fail("chromium is not on PATH; .ci/run installs it (apt-get install -y chromium)")
+    if path is None:
+        pytest.skip("no chromium on PATH (install it: apt-get install -y chromium)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def experiments(chromium, tmp_path_factory) -> Project:
     """The tiny project after two experiments (2 epochs each), as the README runs them."""
     tmp = tmp_path_factory.mktemp("plots_html")
     checksums = write_mnist(tmp / "mirror")
@@ -110,14 +115,13 @@ def experiments(tmp_path_factory) -> Project:
 
 
 @pytest.fixture(scope="module")
-def diff_charts(experiments, tmp_path_factory) -> dict[str, Element]:
+def diff_charts(chromium, experiments, tmp_path_factory) -> dict[str, Element]:
     """The rendered charts of the page `dvc plots diff exp-a exp-b` writes with the project's template."""
     experiments.dvc("plots", "diff", *EXPERIMENTS)
-    return render(experiments.path / "dvc_plots/index.html", tmp_path_factory.mktemp("profile"))
+    return render(chromium, experiments.path / "dvc_plots/index.html", tmp_path_factory.mktemp("profile"))
 
 
 @pytest.mark.slow
-@needs_chromium
 def test_every_vega_chart_draws_its_marks_offline(experiments, diff_charts):
     assert sorted(diff_charts) == sorted(vega_plots(experiments))
     for name, chart in diff_charts.items():
@@ -126,7 +130,6 @@ def test_every_vega_chart_draws_its_marks_offline(experiments, diff_charts):
 
 
 @pytest.mark.slow
-@needs_chromium
 def test_accuracy_chart_holds_a_line_per_experiment_and_field(experiments, diff_charts):
     (fields,) = vega_plots(experiments)["accuracy"]["y"].values()
     lines = set()
@@ -139,13 +142,12 @@ def test_accuracy_chart_holds_a_line_per_experiment_and_field(experiments, diff_
 
 
 @pytest.mark.slow
-@needs_chromium
-def test_dvc_default_page_draws_nothing_offline(experiments, tmp_path):
+def test_dvc_default_page_draws_nothing_offline(chromium, experiments, tmp_path):
     """The marks checks can fail: DVC's own page (scripts from a CDN) leaves every chart blank here."""
     default = tmp_path / "default.html"
     default.write_text(PAGE_HTML)
     experiments.dvc("plots", "diff", *EXPERIMENTS, "--html-template", str(default), "-o", str(tmp_path / "out"))
-    blank = render(tmp_path / "out/index.html", tmp_path / "profile")
+    blank = render(chromium, tmp_path / "out/index.html", tmp_path / "profile")
     assert sorted(blank) == sorted(vega_plots(experiments))
     assert all(marks(chart) == [] for chart in blank.values())
 
