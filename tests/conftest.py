@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import gzip
 import hashlib
 import os
@@ -168,6 +169,17 @@ class Project:
         (self.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+@functools.cache
+def html_template() -> str:
+    """The page template of `dvc plots`, relative to .dvc/, as this repo's .dvc/config sets it."""
+    result = subprocess.run([str(BIN / "dvc"), "config", "plots.html_template"], cwd=ROOT,
+                            capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    if result.returncode != 0 or not result.stdout.strip():
+        raise AssertionError(f"{ROOT / '.dvc/config'} sets no plots.html_template ({result.stderr.strip()}); "
+                             "set it to the page template's path under .dvc/: dvc config plots.html_template <path>")
+    return result.stdout.strip()
+
+
 def make_project(path: Path, mirror: Path, checksums: dict[str, str], params: dict) -> Project:
     path.mkdir(parents=True)
     for item in ("dvc.yaml", "stages", "src"):
@@ -183,6 +195,10 @@ def make_project(path: Path, mirror: Path, checksums: dict[str, str], params: di
     project.run("git", "init", "-q")
     project.dvc("init", "-q")
     project.dvc("config", "core.analytics", "false")
+    template = html_template()  # the page that draws the charts offline, as in this repo
+    (path / ".dvc" / template).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ROOT / ".dvc" / template, path / ".dvc" / template)
+    project.dvc("config", "plots.html_template", template)
     project.run("git", "add", "-A")
     project.run("git", "commit", "-qm", "tiny pipeline")
     return project
