@@ -1,10 +1,14 @@
 """Atomic outputs: a failed or killed write leaves the old file, never a torn one or a temp file."""
 
+import os
+import stat
 import subprocess
 import time
 
 import pytest
+import torch
 
+from alexnet_mnist import storage
 from alexnet_mnist.atomic import atomic_path, write_text
 from conftest import BIN
 
@@ -37,3 +41,17 @@ def test_a_kill_at_any_moment_leaves_old_or_new(tmp_path):
         proc.wait()
         assert target.read_bytes() in (old, new)
 
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_outputs_get_the_permissions_of_a_plain_open(tmp_path, umask, mode):
+    """0666 less the umask, as open() gives, so teammates sharing the project or its cache can read them."""
+    old = os.umask(umask)
+    try:
+        write_text(tmp_path / "out.json", "{}")
+        storage.save(tmp_path / "out.pt", {"x": torch.zeros(3)})
+        with open(tmp_path / "plain", "w"):
+            pass
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {"out.json": mode, "out.pt": mode, "plain": mode}

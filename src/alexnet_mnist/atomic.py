@@ -6,7 +6,7 @@ import contextlib
 import csv
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 
@@ -15,14 +15,14 @@ def atomic_path(path: str | Path):
     """Yield a temp path in the target's folder; on success rename it to `path`, else delete it.
 
     A kill at any moment leaves either the old file or the new one, never a torn one
-    (rename within one folder is atomic on POSIX).
+    (rename within one folder is atomic on POSIX). The file gets the permissions of a plain
+    open(): 0666 less the umask.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _create_temp(path)
     try:
-        yield Path(tmp)
+        yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -30,6 +30,21 @@ def atomic_path(path: str | Path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _create_temp(path: Path) -> Path:
+    """A new empty file `.<name>.<random>.tmp` beside `path`, with mode 0666 less the umask.
+
+    Not tempfile.mkstemp: its files are 0600, which the rename would carry over to the output,
+    unreadable to others sharing the project or its DVC cache.
+    """
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the kernel applies the umask
+            return tmp
+        except FileExistsError:  # another writer's temp file: draw another name
+            continue
 
 
 def write_text(path: str | Path, text: str) -> None:
