@@ -51,3 +51,29 @@ def test_train_and_evaluate_stage_errors(project):
     assert f"{PATHS['model']}: cannot be read as an AlexNet model file" in line
     assert not (project.path / PATHS["eval_metrics"]).exists()
 
+
+
+def test_a_full_disk_stops_a_stage_with_one_line_naming_the_file_and_keeps_the_old_one(project):
+    """Writes beyond RLIMIT_FSIZE fail (EFBIG) as on a full disk (ENOSPC), through the same code path."""
+    for stage in ("download", "prepare", "train", "evaluate"):
+        assert project.stage(stage).returncode == 0, stage
+    model, checkpoint, metrics, confusion = (project.path / PATHS[k] for k in
+                                             ("model", "checkpoint", "eval_metrics", "confusion"))
+    trained = model.read_bytes()
+    for path in (model, metrics, confusion):
+        path.write_bytes(b"old")
+    checkpoint.unlink()  # so that the train stage trains again
+
+    # after the epoch, the train stage writes its checkpoint, larger than 1 MB
+    line = fail_line(project.stage("train", limits={"RLIMIT_FSIZE": 1_000_000}))
+    assert line == (f"error: {PATHS['checkpoint']}: could not be written: File too large; the file system or this "
+                    f"process's file size limit (ulimit -f) allows no larger file; raise the limit or write to "
+                    f"another file system, and rerun")
+    assert model.read_bytes() == b"old" and not checkpoint.exists()
+
+    # the evaluate stage's confusion CSV (100 rows) is larger than 100 bytes
+    model.write_bytes(trained)
+    line = fail_line(project.stage("evaluate", limits={"RLIMIT_FSIZE": 100}))
+    assert line.startswith(f"error: {PATHS['confusion']}: could not be written: File too large; ")
+    assert metrics.read_bytes() == confusion.read_bytes() == b"old"
+    assert not list(project.path.rglob("*.tmp"))

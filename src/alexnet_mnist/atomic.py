@@ -4,10 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import os
 import secrets
 from pathlib import Path
+
+from .errors import PipelineError
+
+# Write failures a user fixes by making room, each with its fix; any other error propagates as it is.
+FULL = {
+    errno.ENOSPC: "free some space on its disk and rerun",
+    errno.EDQUOT: "free some space within your disk quota and rerun",
+    errno.EFBIG: "the file system or this process's file size limit (ulimit -f) allows no larger file; "
+                 "raise the limit or write to another file system, and rerun",
+}
+
+
+class WriteError(PipelineError):
+    """An output that could not be written for lack of space; the message names the file."""
 
 
 @contextlib.contextmanager
@@ -16,19 +31,24 @@ def atomic_path(path: str | Path):
 
     A kill at any moment leaves either the old file or the new one, never a torn one
     (rename within one folder is atomic on POSIX). The file gets the permissions of a plain
-    open(): 0666 less the umask.
+    open(): 0666 less the umask. A disk, quota or file size limit running out raises a
+    WriteError naming `path`, and the old file stays as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _create_temp(path)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _create_temp(path)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in FULL:
+            raise WriteError(f"{path}: could not be written: {os.strerror(e.errno)}; {FULL[e.errno]}") from None
         raise
 
 
