@@ -130,3 +130,23 @@ def test_running_out_of_memory_while_training_stops_with_one_line(tmp_path):
     assert re.search(r"\) with model.image_size 640 and train.batch_size 2048: an allocation of [\d.]+ [GM]iB "
                      r"failed; lower train.batch_size or model.image_size and rerun$", line)
     assert not (project.path / "models").exists()
+
+
+def test_running_out_of_memory_under_torchrun_stops_each_process_with_one_line(tmp_path):
+    """Each process's share of the batch alone overflows its address space; torchrun adds its own report."""
+    config = ModelConfig(image_size=BIG["model"]["image_size"], dropout=0.5)
+    weights, activation = memory.footprint(config, BIG["train"]["batch_size"] // 2, "fp32")
+    assert weights + activation > ADDRESS_SPACE
+    if max(4 * weights, weights + activation) > memory.capacity(torch.device("cpu")):
+        pytest.skip("this machine's memory is too small: the check before training rejects the run")
+    checksums = write_mnist(tmp_path / "mirror", n_train=2200)
+    params = tiny_params(**BIG)
+    params["train"]["nproc"] = 2
+    project = make_project(tmp_path / "project", tmp_path / "mirror", checksums, params)
+    assert project.stage("download").returncode == 0 and project.stage("prepare").returncode == 0
+    result = project.stage("train", limits={"RLIMIT_AS": ADDRESS_SPACE})
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert 1 <= len(errors) <= 2  # torchrun may stop one process before it reports
+    assert all(line.startswith("error: train stage: out of memory on cpu (") for line in errors), errors
+    assert not (project.path / "models").exists()
