@@ -14,7 +14,7 @@ def main() -> None:
     (params,) = load_params("params.yaml", evaluate=EvaluateParams)
     import torch  # loads only once params are valid
 
-    from alexnet_mnist import atomic, device as dev
+    from alexnet_mnist import atomic, device as dev, memory
     from alexnet_mnist.errors import PipelineError
     from alexnet_mnist.evaluate import predict, summarize
     from alexnet_mnist.model import NUM_CLASSES
@@ -32,8 +32,12 @@ def main() -> None:
             f"{normalization['std']}, but {paths.test} uses mean {test['mean']}, std {test['std']}; "
             f"rerun the pipeline so both match: dvc repro"
         )
-    model = model.to(device, memory_format=torch.channels_last)
-    loss, predicted = predict(model, test["images"], test["labels"], params.batch_size, precision, progress="test")
+    config, images = model.config, min(params.batch_size, len(test["labels"]))
+    memory.require_fits(config, "evaluate.batch_size", params.batch_size, images, device, precision, training=False)
+    with memory.out_of_memory("evaluate", device, config.image_size, "evaluate.batch_size", params.batch_size):
+        model = model.to(device, memory_format=torch.channels_last)
+        loss, predicted = predict(model, test["images"], test["labels"], params.batch_size, precision,
+                                  progress="test")
     metrics = {**summarize(loss, predicted, test["labels"], NUM_CLASSES), **dev.describe(device, precision)}
     rows = [{"actual": int(a), "predicted": int(p)} for a, p in zip(test["labels"], predicted, strict=True)]
     atomic.write_csv(paths.confusion, rows, ("actual", "predicted"))

@@ -19,7 +19,7 @@ from alexnet_mnist.params import TrainParams, load_params
 def main() -> None:
     paths = stage_paths(__doc__, "train", "val", "model", "checkpoint", "history", "summary")
     config, train_params = load_params("params.yaml", model=ModelConfig, train=TrainParams)
-    from alexnet_mnist import atomic, device as dev, distributed
+    from alexnet_mnist import atomic, device as dev, distributed, memory
     from alexnet_mnist.checkpoint import code_digest, file_digest
     from alexnet_mnist.model_file import save_model
     from alexnet_mnist.prepare import load_split
@@ -35,6 +35,8 @@ def main() -> None:
     precision = dev.resolve_precision(train_params.precision, device)
     train_set, val_set = load_split(paths.train), load_split(paths.val)
     main_process, processes = distributed.is_main(), distributed.world()
+    share = -(-min(train_params.batch_size, len(train_set["labels"])) // processes)  # images per batch here
+    memory.require_fits(config, "train.batch_size", train_params.batch_size, share, device, precision, training=True)
     if main_process:
         print(f"training on {len(train_set['labels'])} images, validating on {len(val_set['labels'])}; "
               f"device {device}, precision {precision}, {processes} process(es)")
@@ -50,8 +52,9 @@ def main() -> None:
         atomic.write_json(paths.summary, summary(run))
 
     try:
-        run = fit(train_set, val_set, config, train_params, device, precision, checkpoint=paths.checkpoint,
-                  inputs_digest=inputs, on_epoch=write_metrics)
+        with memory.out_of_memory("train", device, config.image_size, "train.batch_size", train_params.batch_size):
+            run = fit(train_set, val_set, config, train_params, device, precision, checkpoint=paths.checkpoint,
+                      inputs_digest=inputs, on_epoch=write_metrics)
     finally:
         distributed.teardown()
     if not main_process:

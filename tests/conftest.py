@@ -9,8 +9,10 @@ import gzip
 import hashlib
 import os
 import re
+import resource
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -137,6 +139,17 @@ def tiny_params(**changes) -> dict:
     return deep_update(params, changes)
 
 
+def set_limits(limits: dict) -> None:
+    """Lower this process's resource limits, e.g. {"RLIMIT_FSIZE": 1000}; run in a child before exec.
+
+    Writes beyond RLIMIT_FSIZE then fail with EFBIG, as a full disk fails with ENOSPC: SIGXFSZ is
+    ignored (and stays so across exec) so that the write returns the error instead of killing the process.
+    """
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    for name, limit in limits.items():
+        resource.setrlimit(getattr(resource, name), (limit, limit))
+
+
 class Project:
     """A temp git + DVC repo holding this project's pipeline, run through the real CLIs."""
 
@@ -152,8 +165,11 @@ class Project:
             "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
         }
 
-    def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        result = subprocess.run(args, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout)
+    def run(self, *args: str, check: bool = True, timeout: float = 600, limits: dict | None = None
+            ) -> subprocess.CompletedProcess:
+        """Run `args` in the project; `limits` maps resource.RLIMIT_* names to the child's limit."""
+        result = subprocess.run(args, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout,
+                                preexec_fn=(lambda: set_limits(limits)) if limits else None)
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
         return result
@@ -161,9 +177,9 @@ class Project:
     def dvc(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
         return self.run(str(BIN / "dvc"), *args, **kwargs)
 
-    def stage(self, name: str, check: bool = False) -> subprocess.CompletedProcess:
+    def stage(self, name: str, check: bool = False, limits: dict | None = None) -> subprocess.CompletedProcess:
         """Run one stage's command directly, as dvc would."""
-        return self.run(*stage_command(name), check=check)
+        return self.run(*stage_command(name), check=check, limits=limits)
 
     def write_params(self, params: dict) -> None:
         (self.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -11,8 +11,38 @@ from .errors import PipelineError
 
 
 def save(path: str | Path, obj) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save `obj` to `path` atomically; lack of space raises atomic's WriteError naming `path`."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        out = _Output(f)
+        try:
+            torch.save(obj, out)
+        except RuntimeError:
+            if out.error is None:
+                raise
+            raise out.error from None  # e.g. ENOSPC, which atomic_path turns into one line naming `path`
+
+
+class _Output:
+    """A file for torch.save that keeps the OSError of a failed write.
+
+    torch.save reports a failed write as a RuntimeError without its cause ("unexpected pos ..."),
+    yet the cause (no space left, file too large) is what the user must fix. A file object rather
+    than a path also keeps the temp file's random name out of the archive, whose records torch
+    names after the file it writes.
+    """
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def load(path: str | Path, what: str, fix: str) -> dict:

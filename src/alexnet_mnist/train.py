@@ -22,9 +22,6 @@ from .model import AlexNet, ModelConfig, to_input
 from .params import TrainParams
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
-# Images per validation forward pass: memory only, results do not depend on it. Not evaluate.batch_size,
-# which belongs to the evaluate stage: changing it must not rerun training.
-VAL_BATCH_SIZE = 1000
 SYNC_EVERY = 50  # steps between host syncs, for the progress bar's loss and the NaN/inf check
 
 
@@ -133,12 +130,18 @@ def summarize_history(history: list[dict], images_per_epoch: int) -> dict:
     }
 
 
-def validate(model: AlexNet, images: torch.Tensor, labels: torch.Tensor, precision: str,
+def validate(model: AlexNet, images: torch.Tensor, labels: torch.Tensor, batch_size: int, precision: str,
              progress: str | None = None) -> tuple[float, float]:
-    """(mean loss, accuracy) over all of `images`, each process evaluating its share."""
+    """(mean loss, accuracy) over all of `images`, each process evaluating its share.
+
+    Each process takes its share of `batch_size` (the global batch) at a time, as in training: a
+    forward pass without gradients needs less memory than a training step of the same batch, so
+    validation fits wherever training does, and lowering train.batch_size helps both. (Not
+    evaluate.batch_size, which belongs to the evaluate stage: changing it must not rerun training.)
+    """
     rank, world = distributed.rank(), distributed.world()
     mine, mine_labels = images[rank::world], labels[rank::world]
-    loss, predicted = predict(model, mine, mine_labels, VAL_BATCH_SIZE, precision, progress)
+    loss, predicted = predict(model, mine, mine_labels, -(-batch_size // world), precision, progress)
     device = images.device
     totals = torch.tensor([loss * len(mine), (predicted == mine_labels.cpu()).sum().item()],
                           dtype=torch.float64, device=device)
@@ -189,7 +192,7 @@ def fit(
         train_loss, train_accuracy = train_epoch(run, step_fn, images, labels, train_params, precision,
                                                  progress=label if main else None)
         seconds = time.perf_counter() - began
-        val_loss, val_accuracy = validate(run.model, val_images, val_labels, precision,
+        val_loss, val_accuracy = validate(run.model, val_images, val_labels, train_params.batch_size, precision,
                                           progress=f"{label} validation" if main else None)
         row = dict(zip(HISTORY_COLUMNS, (epoch, train_loss, train_accuracy, val_loss, val_accuracy, seconds), strict=True))
         run.history.append(row)
