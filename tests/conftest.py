@@ -145,6 +145,9 @@ class Project:
             **os.environ,
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "MNIST_MIRROR": str(mirror),
+            # the stages import the project's own src, as an editable install of it would: the code
+            # they run is the code dvc hashes, and an edit in the project is an edit of what runs
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(path / "src"), os.environ.get("PYTHONPATH")])),
             "DVC_NO_ANALYTICS": "1",
             "COLUMNS": "1000",  # wide enough that `dvc exp show` abbreviates nothing
             "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
