@@ -100,6 +100,11 @@ def history_without_seconds(path) -> list[dict]:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
 
 
+def ran(output: str) -> list[str]:
+    """The stages a dvc run's output says it ran, in order."""
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
 def fail_line(result) -> str:
     """The one error line of a stage or dvc run that must fail with exit 1 and no traceback."""
     assert result.returncode == 1, result.stderr

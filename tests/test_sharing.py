@@ -1,11 +1,10 @@
 """Sharing results: a DVC remote and a git remote carry the data, the model, experiments and the model artifact."""
 
-import re
 from pathlib import Path
 
 import pytest
 
-from conftest import PATHS, Project, make_project, tiny_params, write_mnist
+from conftest import PATHS, Project, make_project, ran, tiny_params, write_mnist
 
 pytestmark = pytest.mark.slow
 
@@ -13,10 +12,6 @@ ARTIFACT = "alexnet-mnist"  # the model's name under artifacts: in dvc.yaml
 # what a teammate gets from the remotes: DVC-cached outputs and git-tracked metrics and plots
 SHARED = [PATHS["train_set"], PATHS["val_set"], PATHS["test_set"], PATHS["model"], PATHS["history"],
           PATHS["train_metrics"], PATHS["eval_metrics"], PATHS["confusion"], PATHS["curves_png"]]
-
-
-def ran(output: str) -> list[str]:
-    return re.findall(r"Running stage '(\w+)'", output)
 
 
 def contents(root: Path) -> dict[str, bytes]:
