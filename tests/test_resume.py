@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,22 @@ from conftest import BIN, PATHS, assert_same_weights, history_without_seconds, m
     tiny_params, write_mnist
 
 pytestmark = pytest.mark.slow
+
+
+def start_repro(project) -> subprocess.Popen:
+    """`dvc repro` in the background, in a session of its own, so that killing it kills the stage too."""
+    return subprocess.Popen([str(BIN / "dvc"), "repro"], cwd=project.path, env=project.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def first_history(proc: subprocess.Popen, history: Path) -> list[dict]:
+    """The rows of the history CSV (without seconds) as soon as the running train stage has written it."""
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if history.exists():
+            return history_without_seconds(history)
+        time.sleep(0.05)
+    raise AssertionError(f"no {history} while training ran")
 
 
 def test_two_runs_give_identical_weights_and_metrics(tmp_path):
@@ -31,15 +48,19 @@ def test_two_runs_give_identical_weights_and_metrics(tmp_path):
     assert {"device", "precision", "torch_version", "threads"} <= set(recorded)
 
 
-def test_killed_training_resumes_to_the_uninterrupted_saved_weights(tmp_path):
+def test_history_shows_while_training_and_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     checksums = write_mnist(tmp_path / "mirror", n_train=600)
     params = tiny_params(data={"train_size": 512}, train={"epochs": 3})
     straight = make_project(tmp_path / "straight", tmp_path / "mirror", checksums, params)
-    straight.dvc("repro")
+    proc = start_repro(straight)
+    during = first_history(proc, straight.path / PATHS["history"])
+    assert proc.wait(timeout=600) == 0
+    after = history_without_seconds(straight.path / PATHS["history"])
+    assert [row["epoch"] for row in during] == ["1"], "the history was not written after epoch 1"
+    assert [row["epoch"] for row in after] == ["1", "2", "3"] and after[0] == during[0]
 
     project = make_project(tmp_path / "killed", tmp_path / "mirror", checksums, params)
-    proc = subprocess.Popen([str(BIN / "dvc"), "repro"], cwd=project.path, env=project.env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = start_repro(project)
     checkpoint = project.path / PATHS["checkpoint"]
     deadline = time.time() + 300
     while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
@@ -53,6 +74,6 @@ def test_killed_training_resumes_to_the_uninterrupted_saved_weights(tmp_path):
     rerun = project.dvc("repro")
     assert f"resuming from {PATHS['checkpoint']}: 1 of 3 epochs already done" in rerun.stdout
     assert_same_weights(saved_weights(straight.path / PATHS["model"]), saved_weights(project.path / PATHS["model"]))
-    assert history_without_seconds(straight.path / PATHS["history"]) == \
-        history_without_seconds(project.path / PATHS["history"])
+    # every epoch in the history, the one restored from the checkpoint too
+    assert history_without_seconds(project.path / PATHS["history"]) == after
 
