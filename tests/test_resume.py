@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import BIN, PATHS, assert_same_weights, history_without_seconds, make_project, saved_weights, \
+from conftest import BIN, PATHS, assert_same_weights, history_without_seconds, make_project, ran, saved_weights, \
     tiny_params, write_mnist
 
 pytestmark = pytest.mark.slow
@@ -77,3 +77,58 @@ def test_history_shows_while_training_and_a_killed_run_resumes_to_the_uninterrup
     # every epoch in the history, the one restored from the checkpoint too
     assert history_without_seconds(project.path / PATHS["history"]) == after
 
+
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory):
+    """A project after one `dvc repro` (params A: 1 epoch), committed; what it wrote, by path."""
+    tmp = tmp_path_factory.mktemp("resume")
+    checksums = write_mnist(tmp / "mirror")
+    project = make_project(tmp / "project", tmp / "mirror", checksums, tiny_params())
+    project.dvc("repro")
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-qm", "params A, trained")
+    project.written = {path: (project.path / path).read_bytes()
+                       for path in (PATHS["model"], PATHS["checkpoint"], PATHS["history"], PATHS["train_metrics"])}
+    return project
+
+
+@pytest.fixture
+def trained(trained_once):
+    """The project as its one run left it: the committed workspace, its model and its checkpoint."""
+    project = trained_once
+    project.run("git", "checkout", "-q", "--", ".")
+    project.dvc("checkout", "-f")
+    (project.path / PATHS["checkpoint"]).write_bytes(project.written[PATHS["checkpoint"]])
+    return project
+
+
+def test_an_edit_the_train_stage_does_not_run_keeps_its_checkpoint(trained):
+    plot_code = trained.path / "src/alexnet_mnist/plot.py"
+    plot_code.write_text(plot_code.read_text() + "\n# an edit of code only the plot stage runs\n")
+    assert ran(trained.dvc("repro").stdout) == ["plot"]
+    more = trained.dvc("exp", "run", "-S", "train.epochs=2")
+    assert f"resuming from {PATHS['checkpoint']}: 1 of 2 epochs already done" in more.stdout
+    assert [row["epoch"] for row in history_without_seconds(trained.path / PATHS["history"])] == ["1", "2"]
+
+    # an edit of code the train stage runs makes its checkpoint stale
+    augment_code = trained.path / "src/alexnet_mnist/augment.py"
+    augment_code.write_text(augment_code.read_text() + "\n# an edit of code the train stage runs\n")
+    edited = trained.dvc("exp", "run")
+    assert ran(edited.stdout)[0] == "train"
+    assert f"{PATHS['checkpoint']} is from other params, code, data or more epochs: starting over" in edited.stdout
+
+
+def test_earlier_params_are_restored_from_the_run_cache_not_retrained(trained):
+    other = trained.dvc("exp", "run", "-S", "train.lr=0.002")
+    assert ran(other.stdout)[0] == "train"
+    assert (trained.path / PATHS["model"]).read_bytes() != trained.written[PATHS["model"]]
+    checkpoint = (trained.path / PATHS["checkpoint"]).read_bytes()
+
+    trained.run("git", "checkout", "-q", "--", "params.yaml")  # params A again
+    back = trained.dvc("repro")
+    assert "Stage 'train' is cached - skipping run, checking out outputs" in back.stdout
+    assert "train" not in ran(back.stdout)
+    # the train script did not run: it saves a checkpoint every epoch, and it would retime every epoch
+    assert (trained.path / PATHS["checkpoint"]).read_bytes() == checkpoint
+    for path in (PATHS["model"], PATHS["history"], PATHS["train_metrics"]):
+        assert (trained.path / path).read_bytes() == trained.written[path], path
