@@ -103,6 +103,11 @@ def history_without_seconds(path) -> list[dict]:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
 
 
+def ran(output: str) -> list[str]:
+    """The stages a dvc run's output says it ran, in order."""
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
 def fail_line(result) -> str:
     """The one error line of a stage or dvc run that must fail with exit 1 and no traceback."""
     assert result.returncode == 1, result.stderr
@@ -159,6 +164,9 @@ class Project:
             **os.environ,
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "MNIST_MIRROR": str(mirror),
+            # the stages import the project's own src, as an editable install of it would: the code
+            # they run is the code dvc hashes, and an edit in the project is an edit of what runs
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(path / "src"), os.environ.get("PYTHONPATH")])),
             "DVC_NO_ANALYTICS": "1",
             "COLUMNS": "1000",  # wide enough that `dvc exp show` abbreviates nothing
             "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",

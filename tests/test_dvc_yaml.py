@@ -53,7 +53,8 @@ def test_the_command_passes_exactly_the_paths_the_stage_declares(stage):
     """Each data dep and output reaches the script as an argument, and the script gets no undeclared
     path but the train stage's checkpoint, which is deliberately not an output (see dvc.yaml)."""
     declared = set()
-    for entry in STAGES[stage]["deps"] + STAGES[stage].get("outs", []):
+    outputs = [entry for key in ("outs", "metrics", "plots") for entry in STAGES[stage].get(key, [])]
+    for entry in STAGES[stage]["deps"] + outputs:
         declared |= names_in(entry if isinstance(entry, str) else next(iter(entry)))
     assert names_in(STAGES[stage]["cmd"]) - declared <= {"checkpoint"}
     assert declared <= names_in(STAGES[stage]["cmd"])

@@ -1,14 +1,13 @@
 """End to end: the real dvc CLI on a temp git repo of this project, tiny params, made-up MNIST files."""
 
 import json
-import re
 import time
 from pathlib import Path
 
 import pytest
 
 from alexnet_mnist.idx import MNIST_FILES
-from conftest import PATHS, make_project, tiny_params, write_mnist
+from conftest import PATHS, make_project, ran, tiny_params, write_mnist
 
 pytestmark = pytest.mark.slow
 
@@ -18,10 +17,6 @@ OUTPUTS = [f"{PATHS['raw']}/{name}" for name in MNIST_FILES] + [path for key, pa
 
 
 README_KEEP = r"Experiment|Created|^accuracy|^loss|val_accuracy|seconds|^model\.|^train\.(epochs|lr|batch_size|seed)|data.train_size"
-
-
-def ran(output: str) -> list[str]:
-    return re.findall(r"Running stage '(\w+)'", output)
 
 
 @pytest.fixture(scope="module")
