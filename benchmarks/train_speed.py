@@ -15,6 +15,7 @@ It prints a Markdown report (also written to --output when given).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -26,8 +27,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MEAN, STD = 0.1307, 0.3081  # params.yaml data.mean / data.std
-VAL_SIZE, SPLIT_SEED = 5000, 0  # params.yaml data.val_size / data.seed
+MNIST_TRAIN_IMAGES = 60_000  # images in MNIST's training files, validation hold-out included
+
+
+def settings():
+    """(data, model, train, evaluate) sections of params.yaml: normalization, split, network and optimizer as the pipeline has them."""
+    from alexnet_mnist.model import ModelConfig
+    from alexnet_mnist.params import DataParams, EvaluateParams, TrainParams, load_params
+
+    return load_params(ROOT / "params.yaml", data=DataParams, model=ModelConfig, train=TrainParams,
+                       evaluate=EvaluateParams)
 
 
 # ---------------------------------------------------------------- data, shared by both loops
@@ -43,14 +52,15 @@ def raw_folder(scratch: Path) -> Path:
     return scratch
 
 
-def indices(train_size: int):
+def indices(data, train_size: int):
+    """The training images' indices, drawn as the prepare stage draws them (data.val_size, data.seed)."""
     from alexnet_mnist.prepare import split_indices
 
-    train_idx, _ = split_indices(60_000, VAL_SIZE, train_size, SPLIT_SEED)
+    train_idx, _ = split_indices(MNIST_TRAIN_IMAGES, data.val_size, train_size, data.seed)
     return train_idx
 
 
-def project_tensors(root: Path, train_idx, test: bool):
+def project_tensors(root: Path, data, train_idx, test: bool):
     """The prepare stage's cached form: normalized (N, 1, 28, 28) float32 and int64 labels."""
     import torch
 
@@ -62,16 +72,16 @@ def project_tensors(root: Path, train_idx, test: bool):
     labels = read_labels(root / "MNIST" / "raw" / f"{prefix}-labels-idx1-ubyte")
     if train_idx is not None:
         images, labels = images[train_idx], labels[train_idx]
-    return {"images": normalize(images, MEAN, STD), "labels": torch.from_numpy(labels.astype("int64"))}
+    return {"images": normalize(images, data.mean, data.std), "labels": torch.from_numpy(labels.astype("int64"))}
 
 
-def seed_loader(root: Path, size: int, train_idx, test: bool, batch_size: int, seed: int):
+def seed_loader(root: Path, data, size: int, train_idx, test: bool, batch_size: int, seed: int):
     import torch
     import torchvision.transforms as T
     from torch.utils.data import DataLoader, Subset
     from torchvision.datasets import MNIST
 
-    transform = T.Compose([T.Resize(size), T.ToTensor(), T.Normalize((MEAN,), (STD,))])
+    transform = T.Compose([T.Resize(size), T.ToTensor(), T.Normalize((data.mean,), (data.std,))])
     dataset = MNIST(str(root), train=not test, download=False, transform=transform)
     if train_idx is not None:
         dataset = Subset(dataset, train_idx.tolist())
@@ -79,29 +89,13 @@ def seed_loader(root: Path, size: int, train_idx, test: bool, batch_size: int, s
                       generator=torch.Generator().manual_seed(seed))
 
 
-def with_torch_nn_layers(model):
-    """`model` (changed in place) with torch.nn's own Conv2d and Linear in place of layers.Conv2d/Linear, same weights."""
+def seed_model(config, device):
+    """The same AlexNet with torch.nn's own LocalResponseNorm and Dropout, as the seed builds it."""
     from torch import nn
 
-    from alexnet_mnist import layers
+    from alexnet_mnist.model import AlexNet, Dropout, LocalResponseNorm
 
-    for seq in (model.features, model.classifier):
-        for i, layer in enumerate(seq):
-            if isinstance(layer, (layers.Conv2d, layers.Linear)):
-                plain = (nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding)
-                         if isinstance(layer, nn.Conv2d) else nn.Linear(layer.in_features, layer.out_features))
-                plain.load_state_dict(layer.state_dict())
-                seq[i] = plain
-    return model
-
-
-def seed_model(size: int, device):
-    """The same AlexNet, built of torch.nn's own Conv2d, LocalResponseNorm, Dropout and Linear, as the seed builds it."""
-    from torch import nn
-
-    from alexnet_mnist.model import AlexNet, Dropout, LocalResponseNorm, ModelConfig
-
-    model = with_torch_nn_layers(AlexNet(ModelConfig(image_size=size)))
+    model = AlexNet(config)
     for seq in (model.features, model.classifier):
         for i, layer in enumerate(seq):
             if isinstance(layer, LocalResponseNorm):
@@ -130,6 +124,17 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
+def job_settings(job: dict):
+    """(data params, model config, train params, evaluate batch) of `job`: params.yaml's, with what the benchmark varies."""
+    data, model, train, evaluate = settings()
+    config = dataclasses.replace(model, image_size=job["size"])
+    # one process, constant lr and no augmentation: the seed's loop has neither
+    train = dataclasses.replace(train, epochs=job.get("epochs", 1), seed=job.get("seed", 0), device=job["device"],
+                                precision=job.get("precision", "auto"), compile=job.get("compile", False), nproc=1,
+                                lr_decay=1.0, shift=0.0, rotate=0.0)
+    return data, config, train, evaluate.batch_size
+
+
 def measure(job: dict) -> dict:
     """Run one job ({'loop', 'what', 'size', ...}) in this process; return its numbers."""
     import torch
@@ -141,14 +146,15 @@ def measure(job: dict) -> dict:
         dev.tune_cpu()  # as the train and evaluate stages do
     device = dev.resolve_device(job["device"])
     root = Path(job["root"])
-    size, batch, seed = job["size"], 64, job.get("seed", 0)
+    data, config, params, eval_batch = job_settings(job)
+    size, batch, seed = config.image_size, params.batch_size, params.seed
     torch.manual_seed(seed)
-    train_idx = indices(job["train_size"])
+    train_idx = indices(data, job["train_size"])
     result = {}
 
     if job["loop"] == "seed":
-        model = seed_model(size, device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        model = seed_model(config, device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
         criterion = torch.nn.CrossEntropyLoss()
 
         def train_steps(loader, steps=None):
@@ -174,14 +180,14 @@ def measure(job: dict) -> dict:
             return correct / total
 
         if job["what"] == "speed":
-            loader = seed_loader(root, size, train_idx, False, batch, seed)
+            loader = seed_loader(root, data, size, train_idx, False, batch, seed)
             train_steps(loader, job["warmup"])
             sync(device)
             began = time.perf_counter()
             train_steps(loader, job["steps"])
             sync(device)
             result["train_images_per_s"] = job["steps"] * batch / (time.perf_counter() - began)
-            test_loader = seed_loader(root, size, None, True, 1000, 0)
+            test_loader = seed_loader(root, data, size, None, True, eval_batch, 0)
             first = next(iter(test_loader))  # warm-up batch
             model.eval()
             with torch.no_grad():
@@ -197,50 +203,44 @@ def measure(job: dict) -> dict:
             sync(device)
             result["eval_images_per_s"] = seen / (time.perf_counter() - began)
         else:
-            loader = seed_loader(root, size, train_idx, False, batch, seed)
-            test_loader = seed_loader(root, size, None, True, 1000, 0)
+            loader = seed_loader(root, data, size, train_idx, False, batch, seed)
+            test_loader = seed_loader(root, data, size, None, True, eval_batch, 0)
             result["test_accuracy"] = []  # after each epoch
-            for _ in range(job["epochs"]):
+            for _ in range(params.epochs):
                 train_steps(loader)
                 result["test_accuracy"].append(evaluate(test_loader))
     else:
-        from alexnet_mnist.params import ModelParams, TrainParams
         from alexnet_mnist.train import fit, start, train_epoch
-        from tqdm import tqdm
 
-        precision = dev.resolve_precision(job.get("precision", "auto"), device)
+        precision = dev.resolve_precision(params.precision, device)
         result["precision"] = precision
-        params = TrainParams(epochs=job.get("epochs", 1), batch_size=batch, lr=1e-3, seed=seed, device=job["device"],
-                             precision=precision, compile=job.get("compile", False), deterministic=False,
-                             nproc=1)
-        data = project_tensors(root, train_idx, test=False)
-        test = project_tensors(root, None, test=True)
+        train_set = project_tensors(root, data, train_idx, test=False)
+        test = project_tensors(root, data, None, test=True)
         if job["what"] == "speed":
-            run = start(ModelParams(size, 0.5), params, device)
+            run = start(config, params, device)
             step_fn = torch.compile(run.model) if params.compile else run.model
-            images, labels = data["images"].to(device), data["labels"].to(device)
-            bar = tqdm(disable=True)
+            images, labels = train_set["images"].to(device), train_set["labels"].to(device)
             n_warm, n_time = job["warmup"] * batch, job["steps"] * batch
-            train_epoch(run, step_fn, images[:n_warm], labels[:n_warm], batch, precision, bar)
+            train_epoch(run, step_fn, images[:n_warm], labels[:n_warm], params, precision)
             sync(device)
             began = time.perf_counter()
             train_epoch(run, step_fn, images[n_warm : n_warm + n_time], labels[n_warm : n_warm + n_time],
-                        batch, precision, bar)
+                        params, precision)
             sync(device)
             result["train_images_per_s"] = n_time / (time.perf_counter() - began)
             n_eval = job["eval_images"]
-            test_images = test["images"][: 1000 + n_eval].to(device)
-            test_labels = test["labels"][: 1000 + n_eval].to(device)
-            predict(run.model, test_images[:1000], test_labels[:1000], size, 1000, precision)  # warm-up
+            test_images = test["images"][: eval_batch + n_eval].to(device)
+            test_labels = test["labels"][: eval_batch + n_eval].to(device)
+            predict(run.model, test_images[:eval_batch], test_labels[:eval_batch], eval_batch, precision)  # warm-up
             sync(device)
             began = time.perf_counter()
-            predict(run.model, test_images[1000:], test_labels[1000:], size, 1000, precision)
+            predict(run.model, test_images[eval_batch:], test_labels[eval_batch:], eval_batch, precision)
             sync(device)
             result["eval_images_per_s"] = n_eval / (time.perf_counter() - began)
         else:
             # the test images as fit's validation set: its validation accuracy after each epoch is the
             # test accuracy after each epoch (evaluation draws no random numbers, so training is unchanged)
-            run = fit(data, test, ModelParams(size, 0.5), params, device, precision)
+            run = fit(train_set, test, config, params, device, precision)
             result["test_accuracy"] = [row["val_accuracy"] for row in run.history]
     result["peak_memory_mb"] = peak_memory_mb(device)
     return result
@@ -273,14 +273,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--sizes", default="227,67", help="image sizes to time, comma-separated")
-    parser.add_argument("--steps", type=int, default=10, help="timed training steps of batch 64 per process")
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps (of train.batch_size) per process")
     parser.add_argument("--rounds", type=int, default=3,
                         help="fresh processes per loop and size, seed and project alternating; the median counts")
     parser.add_argument("--warmup", type=int, default=10,
                         help="untimed steps before timing (the allocator settles within about 5 steps)")
     parser.add_argument("--eval-images", type=int, default=1000, help="test images timed for evaluation")
     parser.add_argument("--quick-size", type=int, default=67, help="image size of the accuracy comparison")
-    parser.add_argument("--train-size", type=int, default=55_000, help="training images, accuracy comparison")
+    parser.add_argument("--train-size", type=int,
+                        help="training images, accuracy comparison (default: all but params.yaml's data.val_size)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the accuracy comparison")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the accuracy comparison")
     parser.add_argument("--compile", action="store_true", help="also time the project loop under torch.compile")
@@ -299,10 +300,14 @@ def main() -> None:
 
     from alexnet_mnist.device import describe, resolve_device, resolve_precision
 
+    data, _, train, evaluate = settings()
+    batch = train.batch_size
+    all_train = MNIST_TRAIN_IMAGES - data.val_size  # training images of the default config
+    args.train_size = args.train_size or all_train
     device = resolve_device(args.device)
     scratch = Path(tempfile.mkdtemp(prefix="mnist-bench-"))
     root = str(raw_folder(scratch))
-    needed = (args.warmup + args.steps) * 64  # training images the timed steps use
+    needed = (args.warmup + args.steps) * batch  # training images the timed steps use
     common = {"device": args.device, "root": root, "train_size": max(args.train_size, needed),
               "precision": args.precision}
     lines = [
@@ -326,8 +331,8 @@ def main() -> None:
             label = loop + (f" ({runs[loop][0]['precision']})" if "precision" in runs[loop][0] else " (fp32)")
             lines.append(f"| {size} | {label} | {r['train_images_per_s']:.1f} | {r['eval_images_per_s']:.1f} | "
                          f"{r['peak_memory_mb']:.0f} |")
-        epoch = 55_000 / found["project"]["train_images_per_s"]  # seconds per default-config epoch
-        speedups.append(f"- {size}x{size}: one 55,000-image epoch of the project's loop at this rate: {epoch:.1f} s")
+        epoch = all_train / found["project"]["train_images_per_s"]  # seconds per default-config epoch
+        speedups.append(f"- {size}x{size}: one {all_train:,}-image epoch of the project's loop at this rate: {epoch:.1f} s")
         for loop in loops[1:]:
             speedups.append(
                 f"- {size}x{size}, {loop}: training {found[loop]['train_images_per_s'] / found['seed']['train_images_per_s']:.2f}x "
@@ -346,8 +351,8 @@ def main() -> None:
         f"device {info['device_name']}; torch {info['torch_version']}, {info['threads']} threads.",
         f"Command: `{' '.join(['python', 'benchmarks/train_speed.py', *sys.argv[1:]])}`",
         f"Timing: in each of {args.rounds} fresh processes per loop and size (seed and project alternating), "
-        f"{args.warmup} warm-up steps then {args.steps} timed training steps of batch 64, and "
-        f"evaluation of {args.eval_images} test images in batches of 1000 after one warm-up batch; "
+        f"{args.warmup} warm-up steps then {args.steps} timed training steps of batch {batch}, and "
+        f"evaluation of {args.eval_images} test images in batches of {evaluate.batch_size} after one warm-up batch; "
         f"the table gives the median over processes.",
         "",
         *lines,
