@@ -6,9 +6,14 @@ and (here) no final Softmax, so both loops train the same network. The project's
 train stage's code (tensors on the device, per-batch resize, channels_last, bf16 where native,
 the exact LRN, fused Adam, no per-step host sync).
 
+Beside images/s, each loop's model FLOPs utilization (MFU): its training FLOP/s (the network's
+FLOPs per image, counted from the layer shapes, times images/s) over the FLOP/s of a large matrix
+product in the same precision, timed in the same process.
+
 Each measurement runs in a fresh process, so peak memory is its own. Usage, from the repo root:
-    MNIST_MIRROR=../shared/data/mnist python benchmarks/train_speed.py            # full run
-    MNIST_MIRROR=../shared/data/mnist python benchmarks/train_speed.py --smoke    # seconds, checks it runs
+    MNIST_MIRROR=../shared/data/mnist python benchmarks/train_speed.py                 # full run
+    MNIST_MIRROR=../shared/data/mnist python benchmarks/train_speed.py --no-accuracy   # speed and MFU only
+    MNIST_MIRROR=../shared/data/mnist python benchmarks/train_speed.py --smoke         # checks that it runs
 It prints a Markdown report (also written to --output when given).
 """
 
@@ -103,6 +108,55 @@ def seed_model(config, device):
             elif isinstance(layer, Dropout):
                 seq[i] = nn.Dropout(layer.p)
     return model.to(device)
+
+
+# ---------------------------------------------------------------- FLOPs and the machine's peak
+
+def flop_counts(config) -> dict[str, dict[str, int]]:
+    """FLOPs of one training step per image: module name ('Global' for all) -> op -> FLOPs.
+
+    torch.utils.flop_counter's count of one forward and backward pass of the network at batch 1
+    (all counted ops scale with the batch): 2 FLOPs per multiply-add of the convolutions and
+    fully connected layers, and of the backward only the gradients autograd computes (none for
+    the input image). Counted on the torch.nn network on the meta device (shapes only, no
+    arithmetic); the project's LRN, a matrix product with a 0/1 band matrix, would add FLOPs that
+    are an implementation's, not the network's.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = seed_model(config, torch.device("meta"))
+        x = torch.zeros(1, 1, config.image_size, config.image_size)
+    with FlopCounterMode(display=False) as counter:
+        model(x).sum().backward()
+    return {module: {str(op): n for op, n in ops.items()} for module, ops in counter.get_flop_counts().items()}
+
+
+GEMM_SECONDS = 0.5  # per timed repetition of the peak GEMM: long enough that one call's jitter is small
+
+
+def gemm_flops_per_s(device, precision: str, n: int) -> float:
+    """The FLOP/s of torch.mm on two n x n matrices in `precision` on `device`, with this process's threads.
+
+    The fastest of 3 repetitions of about GEMM_SECONDS each, after a warm-up call: the matrix
+    multiply the framework reaches at its best on this device, the denominator of MFU.
+    """
+    import torch
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    out = torch.empty(n, n, device=device, dtype=dtype)
+    times = []
+    for calls in (1, None, None, None):  # a warm-up call that also sizes the repetitions, then 3 timed
+        calls = calls or max(1, round(GEMM_SECONDS / times[0]))
+        sync(device)
+        began = time.perf_counter()
+        for _ in range(calls):
+            torch.mm(a, b, out=out)
+        sync(device)
+        times.append((time.perf_counter() - began) / calls)
+    return 2 * n**3 / min(times[1:])
 
 
 # ---------------------------------------------------------------- one measurement per process
@@ -202,6 +256,8 @@ def measure(job: dict) -> dict:
                         break
             sync(device)
             result["eval_images_per_s"] = seen / (time.perf_counter() - began)
+            result["peak_memory_mb"] = peak_memory_mb(device)  # before the GEMM's matrices
+            result["gemm_flops_per_s"] = gemm_flops_per_s(device, "fp32", job["gemm_size"])
         else:
             loader = seed_loader(root, data, size, train_idx, False, batch, seed)
             test_loader = seed_loader(root, data, size, None, True, eval_batch, 0)
@@ -237,12 +293,14 @@ def measure(job: dict) -> dict:
             predict(run.model, test_images[eval_batch:], test_labels[eval_batch:], eval_batch, precision)
             sync(device)
             result["eval_images_per_s"] = n_eval / (time.perf_counter() - began)
+            result["peak_memory_mb"] = peak_memory_mb(device)  # before the GEMM's matrices
+            result["gemm_flops_per_s"] = gemm_flops_per_s(device, precision, job["gemm_size"])
         else:
             # the test images as fit's validation set: its validation accuracy after each epoch is the
             # test accuracy after each epoch (evaluation draws no random numbers, so training is unchanged)
             run = fit(train_set, test, config, params, device, precision)
             result["test_accuracy"] = [row["val_accuracy"] for row in run.history]
-    result["peak_memory_mb"] = peak_memory_mb(device)
+    result.setdefault("peak_memory_mb", peak_memory_mb(device))
     return result
 
 
@@ -255,6 +313,14 @@ def spawn(job: dict) -> dict:
 
 
 # ---------------------------------------------------------------- the report
+
+def mfu_row(size: int, label: str, runs: list[dict], per_image: float) -> str:
+    """Markdown row: GFLOP per image, training GFLOP/s and peak GEMM GFLOP/s (medians), MFU (median of each process's)."""
+    train = statistics.median(run["train_images_per_s"] for run in runs) * per_image
+    peak = statistics.median(run["gemm_flops_per_s"] for run in runs)
+    mfu = statistics.median(run["train_images_per_s"] * per_image / run["gemm_flops_per_s"] for run in runs)
+    return f"| {size} | {label} | {per_image / 1e9:.3f} | {train / 1e9:.1f} | {peak / 1e9:.1f} | {mfu:.3f} |"
+
 
 def accuracy_rows(accuracy: dict, epochs: int) -> list[str]:
     """Markdown rows, one per epoch: each loop's mean test accuracy over seeds (%), each seed's, and the gap."""
@@ -279,11 +345,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10,
                         help="untimed steps before timing (the allocator settles within about 5 steps)")
     parser.add_argument("--eval-images", type=int, default=1000, help="test images timed for evaluation")
+    parser.add_argument("--gemm-size", type=int, default=4096,
+                        help="side of the square matrices whose product measures the peak FLOP/s of MFU")
     parser.add_argument("--quick-size", type=int, default=67, help="image size of the accuracy comparison")
     parser.add_argument("--train-size", type=int,
                         help="training images, accuracy comparison (default: all but params.yaml's data.val_size)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the accuracy comparison")
-    parser.add_argument("--seeds", default="0,1,2", help="seeds of the accuracy comparison")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds of the accuracy comparison; '' skips it")
+    parser.add_argument("--no-accuracy", action="store_true",
+                        help="speed only: skip the accuracy comparison (most of a full run's time)")
     parser.add_argument("--compile", action="store_true", help="also time the project loop under torch.compile")
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                         help="the project loop's train.precision (the seed loop is always fp32)")
@@ -296,15 +366,19 @@ def main() -> None:
         return
     if args.smoke:
         args.sizes, args.steps, args.rounds, args.warmup, args.eval_images = "67", 2, 1, 1, 1000
-        args.train_size, args.epochs, args.seeds = 256, 1, "0"
+        args.gemm_size = 1024
+        args.train_size, args.epochs = 256, 1
+        args.seeds = "0" if args.seeds else ""
+    seeds = [] if args.no_accuracy else [int(seed) for seed in args.seeds.split(",") if seed.strip()]
 
     from alexnet_mnist.device import describe, resolve_device, resolve_precision
 
-    data, _, train, evaluate = settings()
+    data, model, train, evaluate = settings()
     batch = train.batch_size
     all_train = MNIST_TRAIN_IMAGES - data.val_size  # training images of the default config
     args.train_size = args.train_size or all_train
     device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)  # the project loop's
     scratch = Path(tempfile.mkdtemp(prefix="mnist-bench-"))
     root = str(raw_folder(scratch))
     needed = (args.warmup + args.steps) * batch  # training images the timed steps use
@@ -314,23 +388,32 @@ def main() -> None:
         "| image size | loop | train images/s | eval images/s | peak memory (MiB) |",
         "|---:|---|---:|---:|---:|",
     ]
+    mfu_lines = [
+        "| image size | loop | GFLOP per image | train GFLOP/s | peak GEMM GFLOP/s | MFU |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
     speedups = []
     for size in (int(s) for s in args.sizes.split(",")):
         loops = ["seed", "project"] + (["project+compile"] if args.compile else [])
+        counts = flop_counts(dataclasses.replace(model, image_size=size))["Global"]
+        per_image = sum(counts.values())  # FLOPs of one training step per image
         runs = {loop: [] for loop in loops}
         for _ in range(args.rounds):  # alternate the loops, so drifts of machine speed hit both alike
             for loop in loops:
                 job = {**common, "loop": loop.split("+")[0], "what": "speed", "size": size, "steps": args.steps,
-                       "warmup": args.warmup, "eval_images": args.eval_images, "compile": loop.endswith("compile")}
+                       "warmup": args.warmup, "eval_images": args.eval_images, "compile": loop.endswith("compile"),
+                       "gemm_size": args.gemm_size}
                 runs[loop].append(spawn(job))
                 print(f"{size} {loop}: {runs[loop][-1]}", file=sys.stderr, flush=True)
         found = {}
         for loop in loops:
             found[loop] = r = {key: statistics.median(run[key] for run in runs[loop])
-                               for key in ("train_images_per_s", "eval_images_per_s", "peak_memory_mb")}
+                               for key in ("train_images_per_s", "eval_images_per_s", "peak_memory_mb",
+                                           "gemm_flops_per_s")}
             label = loop + (f" ({runs[loop][0]['precision']})" if "precision" in runs[loop][0] else " (fp32)")
             lines.append(f"| {size} | {label} | {r['train_images_per_s']:.1f} | {r['eval_images_per_s']:.1f} | "
                          f"{r['peak_memory_mb']:.0f} |")
+            mfu_lines.append(mfu_row(size, label, runs[loop], per_image))
         epoch = all_train / found["project"]["train_images_per_s"]  # seconds per default-config epoch
         speedups.append(f"- {size}x{size}: one {all_train:,}-image epoch of the project's loop at this rate: {epoch:.1f} s")
         for loop in loops[1:]:
@@ -339,14 +422,14 @@ def main() -> None:
                 f"the seed loop, evaluation {found[loop]['eval_images_per_s'] / found['seed']['eval_images_per_s']:.2f}x"
             )
     accuracy = {"seed": [], "project": []}  # per loop, per seed: test accuracy after each epoch
-    for seed in (int(s) for s in args.seeds.split(",")):
+    for seed in seeds:
         for loop in accuracy:
             job = {**common, "loop": loop, "what": "accuracy", "size": args.quick_size, "seed": seed,
                    "epochs": args.epochs, "train_size": args.train_size}
             accuracy[loop].append(spawn(job)["test_accuracy"])
             print(f"accuracy {loop} seed {seed}: {accuracy[loop][-1]}", file=sys.stderr, flush=True)
     info = describe(device, "")
-    report = "\n".join([
+    report = [
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"device {info['device_name']}; torch {info['torch_version']}, {info['threads']} threads.",
         f"Command: `{' '.join(['python', 'benchmarks/train_speed.py', *sys.argv[1:]])}`",
@@ -360,15 +443,27 @@ def main() -> None:
         "Speed-up of the project's loop:",
         *speedups,
         "",
-        f"Test accuracy after the same training ({args.train_size} images, {args.epochs} epochs, "
-        f"{args.quick_size}x{args.quick_size}, seeds {args.seeds}), all 10,000 test images; the last epoch's "
-        f"row is the result, earlier rows show how it got there (mean over seeds, and each seed's):",
+        "Model FLOPs utilization (MFU): training FLOP/s over the peak FLOP/s of the same device, precision and "
+        "threads. Training FLOPs per image: the convolutions' and fully connected layers' multiply-adds (2 FLOPs "
+        "each) of one forward and backward pass, counted by torch.utils.flop_counter from the layer shapes. "
+        f"Peak: the fastest of 3 repetitions of a {args.gemm_size}x{args.gemm_size} matrix product (torch.mm) in "
+        "the loop's precision, timed in each process after its loop. MFU is each process's ratio, median over "
+        "processes.",
         "",
-        f"| after epoch | seed loop (fp32) | project loop ({resolve_precision(args.precision, device)}) | "
-        "difference (points) |",
-        "|---:|---|---|---:|",
-        *accuracy_rows(accuracy, args.epochs),
-    ])
+        *mfu_lines,
+    ]
+    if seeds:
+        report += [
+            "",
+            f"Test accuracy after the same training ({args.train_size} images, {args.epochs} epochs, "
+            f"{args.quick_size}x{args.quick_size}, seeds {','.join(map(str, seeds))}), all 10,000 test images; the "
+            "last epoch's row is the result, earlier rows show how it got there (mean over seeds, and each seed's):",
+            "",
+            f"| after epoch | seed loop (fp32) | project loop ({precision}) | difference (points) |",
+            "|---:|---|---|---:|",
+            *accuracy_rows(accuracy, args.epochs),
+        ]
+    report = "\n".join(report)
     print(report)
     if args.output:
         args.output.write_text(report + "\n")
