@@ -8,11 +8,12 @@ the exact LRN, fused Adam, no per-step host sync).
 
 Beside images/s, each loop's model FLOPs utilization (MFU): its training FLOP/s (the network's
 FLOPs per image, counted from the layer shapes, times images/s) over the FLOP/s of a large matrix
-product in the same precision, timed in the same process.
+product in the same precision, timed in the same process; and where a project training step
+spends its time, by layer and part (torch.profiler), with each part's FLOP/s against that peak.
 
 Each measurement runs in a fresh process, so peak memory is its own. Usage, from the repo root:
     MNIST_MIRROR=../shared/data/mnist python benchmarks/train_speed.py                 # full run
-    MNIST_MIRROR=../shared/data/mnist python benchmarks/train_speed.py --no-accuracy   # speed and MFU only
+    MNIST_MIRROR=../shared/data/mnist python benchmarks/train_speed.py --no-accuracy   # speed, MFU, profile only
     MNIST_MIRROR=../shared/data/mnist python benchmarks/train_speed.py --smoke         # checks that it runs
 It prints a Markdown report (also written to --output when given).
 """
@@ -20,6 +21,7 @@ It prints a Markdown report (also written to --output when given).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -112,6 +114,12 @@ def seed_model(config, device):
 
 # ---------------------------------------------------------------- FLOPs and the machine's peak
 
+# counted op -> the part of a training step it belongs to (see PROFILE_PARTS); in the torch.nn network
+# these are all the counted ops: the LRN (avg_pool3d), pooling, ReLU, dropout, loss and Adam count none
+FLOP_PARTS = {"aten.convolution": "conv forward", "aten.convolution_backward": "conv backward",
+              "aten.addmm": "linear forward", "aten.mm": "linear backward"}
+
+
 def flop_counts(config) -> dict[str, dict[str, int]]:
     """FLOPs of one training step per image: module name ('Global' for all) -> op -> FLOPs.
 
@@ -157,6 +165,79 @@ def gemm_flops_per_s(device, precision: str, n: int) -> float:
         sync(device)
         times.append((time.perf_counter() - began) / calls)
     return 2 * n**3 / min(times[1:])
+
+
+# ---------------------------------------------------------------- where a project step spends its time
+
+# profiler event -> part of the step; an event's ops inherit its part. Events: each layer's forward (a
+# scope named "forward <class>" by layer_labels), autograd's backward nodes, Adam's own scopes, and the
+# loop's input ops; the rest of the loop is "other"
+PROFILE_PARTS = {
+    "forward Conv2d": "conv forward",
+    "ConvolutionBackward0": "conv backward",  # input and weight gradients in one op
+    "forward Linear": "linear forward",
+    "AddmmBackward0": "linear backward", "MmBackward0": "linear backward", "TBackward0": "linear backward",
+    "forward LocalResponseNorm": "LRN", "_LocalResponseNormBackward": "LRN",
+    "forward MaxPool2d": "pooling", "MaxPool2DWithIndicesBackward0": "pooling",
+    "forward ReLU": "ReLU", "ReluBackward0": "ReLU", "ThresholdBackward0": "ReLU",
+    "forward Dropout": "dropout", "MulBackward0": "dropout",  # (and the loss's scalar scaling, tiny)
+    "ToCopyBackward0": "dtype casts",
+    "aten::cross_entropy_loss": "loss", "LogSoftmaxBackward0": "loss", "NllLossBackward0": "loss",
+    "Optimizer.step#Adam.step": "optimizer", "Optimizer.zero_grad#Adam.zero_grad": "optimizer",
+    "torch::autograd::AccumulateGrad": "optimizer",
+    "aten::index": "input (gather, resize)", "aten::upsample_bilinear2d": "input (gather, resize)",
+}
+# every copy to another dtype, with its subtree: autocast's bf16 copies of weights and activations,
+# the LRN's float32 copies, the dropout mask's conversion
+CASTS = ("aten::to", "aten::_to_copy")
+PARTS = ["conv forward", "conv backward", "linear forward", "linear backward", "LRN", "pooling", "ReLU",
+         "dropout", "dtype casts", "loss", "optimizer", "input (gather, resize)", "other"]
+BACKWARD_PREFIX = "autograd::engine::evaluate_function: "
+
+
+@contextlib.contextmanager
+def layer_labels(model):
+    """While open, each leaf layer's forward runs in a profiler scope "forward <class>", so its ops group by layer."""
+    from torch.autograd.profiler import record_function
+
+    scopes = []
+
+    def enter(module, args):
+        scopes.append(record_function(f"forward {type(module).__name__}"))
+        scopes[-1].__enter__()
+
+    def leave(module, args, output):
+        scopes.pop().__exit__(None, None, None)
+
+    handles = []
+    for module in model.modules():
+        if not any(module.children()):
+            handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def part_seconds(events, device) -> dict[str, float]:
+    """Part of the step (PARTS) -> seconds: each event's self time, CPU time on the CPU, kernel time on CUDA."""
+    from torch.autograd import DeviceType
+
+    seconds = dict.fromkeys(PARTS, 0.0)
+
+    def attribute(event, part):
+        name = event.name.removeprefix(BACKWARD_PREFIX)
+        part = "dtype casts" if name in CASTS else PROFILE_PARTS.get(name, part)
+        own = event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
+        seconds[part] += own / 1e6  # microseconds
+        for child in event.cpu_children:
+            attribute(child, part)
+
+    for event in events:
+        if event.cpu_parent is None and event.device_type == DeviceType.CPU:  # kernels count within their op
+            attribute(event, "other")
+    return seconds
 
 
 # ---------------------------------------------------------------- one measurement per process
@@ -295,6 +376,22 @@ def measure(job: dict) -> dict:
             result["eval_images_per_s"] = n_eval / (time.perf_counter() - began)
             result["peak_memory_mb"] = peak_memory_mb(device)  # before the GEMM's matrices
             result["gemm_flops_per_s"] = gemm_flops_per_s(device, precision, job["gemm_size"])
+        elif job["what"] == "profile":
+            from torch.profiler import ProfilerActivity, profile
+
+            run = start(config, params, device)
+            images, labels = train_set["images"].to(device), train_set["labels"].to(device)
+            n_warm, n_profile = job["warmup"] * batch, job["steps"] * batch
+            train_epoch(run, run.model, images[:n_warm], labels[:n_warm], params, precision)
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+            sync(device)
+            with layer_labels(run.model), profile(activities=activities) as prof:
+                began = time.perf_counter()
+                train_epoch(run, run.model, images[n_warm : n_warm + n_profile],
+                            labels[n_warm : n_warm + n_profile], params, precision)
+                sync(device)
+                result["wall_seconds"] = time.perf_counter() - began
+            result["part_seconds"] = part_seconds(prof.events(), device)
         else:
             # the test images as fit's validation set: its validation accuracy after each epoch is the
             # test accuracy after each epoch (evaluation draws no random numbers, so training is unchanged)
@@ -322,6 +419,19 @@ def mfu_row(size: int, label: str, runs: list[dict], per_image: float) -> str:
     return f"| {size} | {label} | {per_image / 1e9:.3f} | {train / 1e9:.1f} | {peak / 1e9:.1f} | {mfu:.3f} |"
 
 
+def profile_rows(part_seconds: dict, steps: int, part_flops: dict, peak: float) -> list[str]:
+    """Markdown rows, one per part of the step and one for all: ms per step, share, and where it has FLOPs, GFLOP/s and fraction of `peak`."""
+    total = sum(part_seconds.values())
+
+    def row(name, seconds, flops):  # flops per step
+        rate = flops * steps / seconds if flops and seconds else None
+        speed = f"{flops / 1e9:.2f} | {rate / 1e9:.1f} | {rate / peak:.3f}" if rate else "- | - | -"
+        return f"| {name} | {seconds / steps * 1e3:.1f} | {100 * seconds / total:.1f}% | {speed} |"
+
+    return [row(part, part_seconds[part], part_flops.get(part, 0)) for part in PARTS] + \
+           [row("all", total, sum(part_flops.values()))]
+
+
 def accuracy_rows(accuracy: dict, epochs: int) -> list[str]:
     """Markdown rows, one per epoch: each loop's mean test accuracy over seeds (%), each seed's, and the gap."""
     rows = []
@@ -347,6 +457,8 @@ def main() -> None:
     parser.add_argument("--eval-images", type=int, default=1000, help="test images timed for evaluation")
     parser.add_argument("--gemm-size", type=int, default=4096,
                         help="side of the square matrices whose product measures the peak FLOP/s of MFU")
+    parser.add_argument("--profile-steps", type=int, default=3,
+                        help="project training steps profiled per size after the warm-up; 0: no profile")
     parser.add_argument("--quick-size", type=int, default=67, help="image size of the accuracy comparison")
     parser.add_argument("--train-size", type=int,
                         help="training images, accuracy comparison (default: all but params.yaml's data.val_size)")
@@ -366,7 +478,7 @@ def main() -> None:
         return
     if args.smoke:
         args.sizes, args.steps, args.rounds, args.warmup, args.eval_images = "67", 2, 1, 1, 1000
-        args.gemm_size = 1024
+        args.gemm_size, args.profile_steps = 1024, 2
         args.train_size, args.epochs = 256, 1
         args.seeds = "0" if args.seeds else ""
     seeds = [] if args.no_accuracy else [int(seed) for seed in args.seeds.split(",") if seed.strip()]
@@ -381,7 +493,7 @@ def main() -> None:
     precision = resolve_precision(args.precision, device)  # the project loop's
     scratch = Path(tempfile.mkdtemp(prefix="mnist-bench-"))
     root = str(raw_folder(scratch))
-    needed = (args.warmup + args.steps) * batch  # training images the timed steps use
+    needed = (args.warmup + max(args.steps, args.profile_steps)) * batch  # training images the timed steps use
     common = {"device": args.device, "root": root, "train_size": max(args.train_size, needed),
               "precision": args.precision}
     lines = [
@@ -392,7 +504,7 @@ def main() -> None:
         "| image size | loop | GFLOP per image | train GFLOP/s | peak GEMM GFLOP/s | MFU |",
         "|---:|---|---:|---:|---:|---:|",
     ]
-    speedups = []
+    speedups, profiles = [], []
     for size in (int(s) for s in args.sizes.split(",")):
         loops = ["seed", "project"] + (["project+compile"] if args.compile else [])
         counts = flop_counts(dataclasses.replace(model, image_size=size))["Global"]
@@ -421,6 +533,25 @@ def main() -> None:
                 f"- {size}x{size}, {loop}: training {found[loop]['train_images_per_s'] / found['seed']['train_images_per_s']:.2f}x "
                 f"the seed loop, evaluation {found[loop]['eval_images_per_s'] / found['seed']['eval_images_per_s']:.2f}x"
             )
+        if args.profile_steps:
+            job = {**common, "loop": "project", "what": "profile", "size": size, "steps": args.profile_steps,
+                   "warmup": args.warmup}
+            prof = spawn(job)
+            print(f"{size} profile: {prof}", file=sys.stderr, flush=True)
+            part_flops = {}  # FLOPs per step
+            for op, n in counts.items():
+                part_flops[FLOP_PARTS[op]] = part_flops.get(FLOP_PARTS[op], 0) + n * batch
+            peak = found["project"]["gemm_flops_per_s"]
+            profiles += [
+                "",
+                f"{size}x{size}, project ({precision}): {args.profile_steps} profiled steps took "
+                f"{prof['wall_seconds'] / args.profile_steps * 1e3:.1f} ms each (wall, profiler on); peak GEMM "
+                f"{peak / 1e9:.1f} GFLOP/s (the median above).",
+                "",
+                "| part of the step | ms per step | share | GFLOP per step | GFLOP/s | of peak |",
+                "|---|---:|---:|---:|---:|---:|",
+                *profile_rows(prof["part_seconds"], args.profile_steps, part_flops, peak),
+            ]
     accuracy = {"seed": [], "project": []}  # per loop, per seed: test accuracy after each epoch
     for seed in seeds:
         for loop in accuracy:
@@ -452,6 +583,16 @@ def main() -> None:
         "",
         *mfu_lines,
     ]
+    if profiles:
+        report += [
+            "",
+            "Where a training step of the project loop spends its time (torch.profiler, in a fresh process after "
+            f"{args.warmup} warm-up steps): each op's own time, {'kernel time on the GPU' if device.type == 'cuda' else 'on the training thread (the intra-op threads work within it)'}, "
+            "summed by the layer or step part it runs for; every copy to another dtype (autocast's bf16 copies, "
+            "the LRN's float32 ones) counts as dtype casts. GFLOP/s where the part has counted FLOPs, and its "
+            "fraction of the peak GEMM.",
+            *profiles,
+        ]
     if seeds:
         report += [
             "",

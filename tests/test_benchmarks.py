@@ -1,5 +1,5 @@
-"""The speed benchmark: its FLOP count against a hand count from the layer shapes, and (slow, real
-data) its --smoke run end to end.
+"""The speed benchmark: its FLOP count against a hand count from the layer shapes, the grouping of a
+profiled step, and (slow, real data) its --smoke run end to end.
 
 The smoke run needs the real MNIST files (MNIST_MIRROR, as .ci/run sets it): the benchmark verifies
 them against mnist.sha256. Its numbers are not checked there: speed is the benchmark's to measure.
@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from alexnet_mnist.model import AlexNet, ModelConfig
-from conftest import ROOT, needs_real_mnist
+from alexnet_mnist.train import start, train_epoch
+from conftest import ROOT, needs_real_mnist, train_params
 
 _spec = importlib.util.spec_from_file_location("train_speed", ROOT / "benchmarks" / "train_speed.py")
 train_speed = importlib.util.module_from_spec(_spec)
@@ -60,11 +61,28 @@ def test_flop_count_matches_the_layer_shapes(size):
         assert ops.get("aten.convolution", 0) + ops.get("aten.addmm", 0) == forward, name
         assert ops.get("aten.convolution_backward", 0) + ops.get("aten.mm", 0) == backward, name
     assert sum(counts["Global"].values()) == sum(f + b for f, b in hand.values())
+    assert set(counts["Global"]) == set(train_speed.FLOP_PARTS)  # every counted op belongs to a part of the step
+
+
+def test_a_profiled_step_is_attributed_to_its_parts():
+    from torch.profiler import ProfilerActivity, profile
+
+    params = train_params(batch_size=4, device="cpu", precision="bf16")
+    run = start(ModelConfig(image_size=67, dropout=0.5), params, torch.device("cpu"))
+    images, labels = torch.randn(8, 1, 28, 28), torch.arange(8) % 10
+    train_epoch(run, run.model, images[:4], labels[:4], params, "bf16")  # warm-up
+    with train_speed.layer_labels(run.model), profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_epoch(run, run.model, images[4:], labels[4:], params, "bf16")
+    seconds = train_speed.part_seconds(prof.events(), torch.device("cpu"))
+    assert list(seconds) == train_speed.PARTS
+    # every part has ops of its own (a renamed autograd node would leave its part empty)
+    assert [part for part, s in seconds.items() if part != "other" and s <= 0] == []
+    assert not any(module._forward_hooks or module._forward_pre_hooks for module in run.model.modules())
 
 
 @pytest.mark.slow
 @needs_real_mnist
-def test_smoke_run_reports_both_loops_their_ratio_mfu_and_accuracy(tmp_path):
+def test_smoke_run_reports_both_loops_their_ratio_mfu_profile_and_accuracy(tmp_path):
     report_path = tmp_path / "bench.md"
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_speed.py"), "--smoke",
                           "--device", "cpu", "--output", str(report_path)],
@@ -85,6 +103,15 @@ def test_smoke_run_reports_both_loops_their_ratio_mfu_and_accuracy(tmp_path):
     for _, gflop, train, peak, ratio in mfu:
         assert float(gflop) == pytest.approx(per_image / 1e9, abs=5e-4)
         assert float(ratio) == pytest.approx(float(train) / float(peak), abs=0.002 + 0.06 * float(ratio))
+
+    # profile: one row per part of the step and one for all; the shares add up
+    rows = re.findall(r"^\| ([a-zA-Z (),]+) \| (\d+\.\d) \| (\d+\.\d)% \| (.+) \|$", report, re.M)
+    assert [row[0] for row in rows] == [*train_speed.PARTS, "all"]
+    assert sum(float(row[2]) for row in rows[:-1]) == pytest.approx(100, abs=0.1 * len(rows))
+    speeds = {row[0]: row[3] for row in rows}
+    for part in ("conv forward", "conv backward", "linear forward", "linear backward", "all"):
+        assert re.fullmatch(r"\d+\.\d\d \| \d+\.\d \| \d\.\d{3}", speeds[part]), part
+    assert speeds["LRN"] == "- | - | -"
 
     # one row per epoch (the smoke trains one): each loop's mean and per-seed accuracy, and the gap
     rows = re.findall(r"^\| 1 \| (\d+\.\d\d)% \(\d+\.\d\d\) \| (\d+\.\d\d)% \(\d+\.\d\d\) \| ([+-]\d+\.\d\d) \|$",
