@@ -15,7 +15,11 @@ Each measurement runs in a fresh process, so peak memory is its own. Usage, from
     MNIST_MIRROR=../shared/data/mnist python benchmarks/train_speed.py                 # full run
     MNIST_MIRROR=../shared/data/mnist python benchmarks/train_speed.py --no-accuracy   # speed, MFU, profile only
     MNIST_MIRROR=../shared/data/mnist python benchmarks/train_speed.py --smoke         # checks that it runs
-It prints a Markdown report (also written to --output when given).
+It prints a Markdown report (also written to --output when given). The report names the CPU
+kernels' instruction sets and the environment variables that cap them (ISA_ENV), so a run as an
+AVX2-only CPU would do it is labelled as such:
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+        python benchmarks/train_speed.py --precision fp32 --no-accuracy
 """
 
 from __future__ import annotations
@@ -411,6 +415,45 @@ def spawn(job: dict) -> dict:
 
 # ---------------------------------------------------------------- the report
 
+# caps on the instruction set of the CPU kernels: oneDNN's (convolutions, bf16 matrix products), ATen's
+# own (elementwise, pooling, resize), MKL's (fp32 matrix products: fully connected layers, the fp32 peak)
+ISA_ENV = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def onednn_isa() -> str:
+    """The instruction set oneDNN runs on in a process of this environment, as its verbose mode reports it."""
+    code = ("import torch; x = torch.randn(2, 16, 32, 32).to(memory_format=torch.channels_last); "
+            "torch.nn.functional.conv2d(x, torch.randn(16, 16, 3, 3).to(memory_format=torch.channels_last))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "ONEDNN_VERBOSE": "1"})
+    found = [line.split(",isa:", 1)[1] for line in out.stdout.splitlines() if ",isa:" in line]
+    return found[0].strip() if found else "not reported"
+
+
+def cpu_lines(project_precision: str, device) -> list[str]:
+    """What the CPU offers and which of it the kernels may use, with a note where a cap and the precision disagree."""
+    import torch
+
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+             if line.startswith("model name")]
+    yes = {True: "yes", False: "no"}
+    caps = ", ".join(f"{key}={os.environ.get(key, 'unset')}" for key in ISA_ENV)
+    lines = [f"CPU: {names[0] if names else platform.processor() or platform.machine()}; hardware flags "
+             f"(torch.cpu): AVX512-BF16 {yes[torch.cpu._is_avx512_bf16_supported()]}, "
+             f"AMX {yes[torch.cpu._is_amx_tile_supported()]}; kernels: ATen "
+             f"{torch.backends.cpu.get_cpu_capability()}, oneDNN {onednn_isa()}; {caps}."]
+    capped = [key for key in ISA_ENV if os.environ.get(key)]
+    if capped and device.type == "cpu" and project_precision == "bf16":
+        lines.append("Note: the instruction sets are capped but the project loop ran bf16, which a CPU without "
+                     "native bf16 does not (train.precision auto picks fp32 there); add --precision fp32 for its path.")
+    if os.environ.get("ONEDNN_MAX_CPU_ISA") and not os.environ.get("MKL_ENABLE_INSTRUCTIONS") \
+            and torch.backends.mkl.is_available():
+        lines.append("Note: fp32 matrix products (fully connected layers, the fp32 peak GEMM) run in MKL, which "
+                     "ONEDNN_MAX_CPU_ISA does not cap; set MKL_ENABLE_INSTRUCTIONS as well.")
+    return lines
+
+
 def mfu_row(size: int, label: str, runs: list[dict], per_image: float) -> str:
     """Markdown row: GFLOP per image, training GFLOP/s and peak GEMM GFLOP/s (medians), MFU (median of each process's)."""
     train = statistics.median(run["train_images_per_s"] for run in runs) * per_image
@@ -560,10 +603,12 @@ def main() -> None:
             accuracy[loop].append(spawn(job)["test_accuracy"])
             print(f"accuracy {loop} seed {seed}: {accuracy[loop][-1]}", file=sys.stderr, flush=True)
     info = describe(device, "")
+    caps = [f"{key}={os.environ[key]}" for key in ISA_ENV if os.environ.get(key)]
     report = [
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"device {info['device_name']}; torch {info['torch_version']}, {info['threads']} threads.",
-        f"Command: `{' '.join(['python', 'benchmarks/train_speed.py', *sys.argv[1:]])}`",
+        *cpu_lines(precision, device),
+        f"Command: `{' '.join([*caps, 'python', 'benchmarks/train_speed.py', *sys.argv[1:]])}`",
         f"Timing: in each of {args.rounds} fresh processes per loop and size (seed and project alternating), "
         f"{args.warmup} warm-up steps then {args.steps} timed training steps of batch {batch}, and "
         f"evaluation of {args.eval_images} test images in batches of {evaluate.batch_size} after one warm-up batch; "

@@ -1,5 +1,5 @@
 """The speed benchmark: its FLOP count against a hand count from the layer shapes, the grouping of a
-profiled step, and (slow, real data) its --smoke run end to end.
+profiled step, its CPU labels, and (slow, real data) its --smoke run end to end.
 
 The smoke run needs the real MNIST files (MNIST_MIRROR, as .ci/run sets it): the benchmark verifies
 them against mnist.sha256. Its numbers are not checked there: speed is the benchmark's to measure.
@@ -80,6 +80,15 @@ def test_a_profiled_step_is_attributed_to_its_parts():
     assert not any(module._forward_hooks or module._forward_pre_hooks for module in run.model.modules())
 
 
+def test_cpu_lines_name_the_instruction_set_caps(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.delenv("MKL_ENABLE_INSTRUCTIONS", raising=False)
+    first, *notes = train_speed.cpu_lines("fp32", torch.device("cpu"))
+    assert re.search(r"kernels: ATen \w+, oneDNN .*AVX2.*; ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=\S+, "
+                     r"MKL_ENABLE_INSTRUCTIONS=unset\.$", first), first
+    assert any("MKL_ENABLE_INSTRUCTIONS" in note for note in notes)  # fp32 matmuls are MKL's, not oneDNN's
+
+
 @pytest.mark.slow
 @needs_real_mnist
 def test_smoke_run_reports_both_loops_their_ratio_mfu_profile_and_accuracy(tmp_path):
@@ -90,6 +99,8 @@ def test_smoke_run_reports_both_loops_their_ratio_mfu_profile_and_accuracy(tmp_p
     assert out.returncode == 0, out.stderr
     report = report_path.read_text()
     assert out.stdout.rstrip().endswith(report.strip())  # after the download lines
+    assert re.search(r"^CPU: .+; kernels: ATen \w+, oneDNN .+; ONEDNN_MAX_CPU_ISA=\S+, ATEN_CPU_CAPABILITY=\S+, "
+                     r"MKL_ENABLE_INSTRUCTIONS=\S+\.$", report, re.M)
     assert re.search(r"^\| 67 \| seed \(fp32\) \| \d+\.\d \| \d+\.\d \| \d+ \|$", report, re.M)
     assert re.search(r"^\| 67 \| project \((bf16|fp32)\) \| \d+\.\d \| \d+\.\d \| \d+ \|$", report, re.M)
     assert re.search(r"^- 67x67, project: training \d+\.\d\dx the seed loop, evaluation \d+\.\d\dx", report, re.M)
