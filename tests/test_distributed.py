@@ -9,7 +9,8 @@ from conftest import PATHS, make_project, tiny_params, write_mnist
 pytestmark = pytest.mark.slow
 
 VAL_ACCURACY_TOLERANCE = 0.05  # absolute: 2 processes vs 1, same data, seed and global batch
-SETTINGS = dict(data={"train_size": 512, "val_size": 128}, train={"epochs": 2})
+# a low, decaying lr: both runs settle, so the comparison is not of two points on a noisy curve
+SETTINGS = dict(data={"train_size": 512, "val_size": 128}, train={"epochs": 4, "lr": 0.0003, "lr_decay": 0.5})
 
 
 def train_summary(project) -> dict:
@@ -26,7 +27,7 @@ def test_two_processes_match_one_through_dvc_repro(tmp_path):
     result = multi.dvc("repro")
 
     assert "starting 2 processes" in result.stdout
-    assert result.stdout.count("epoch 1/2: train loss") == 1  # one process reports
+    assert result.stdout.count("epoch 1/4: train loss") == 1  # one process reports
     one, two = train_summary(single), train_summary(multi)
     assert (one["processes"], two["processes"]) == (1, 2)
     print(f"val accuracy: 1 process {one['val_accuracy']}, 2 processes {two['val_accuracy']}")
@@ -36,8 +37,8 @@ def test_two_processes_match_one_through_dvc_repro(tmp_path):
     assert not any(p.name.endswith(".tmp") for p in multi.path.rglob("*"))
 
     # raising epochs resumes with two processes too
-    more = multi.dvc("exp", "run", "-S", "train.epochs=3")
-    assert f"resuming from {PATHS['checkpoint']}: 2 of 3 epochs already done" in more.stdout
+    more = multi.dvc("exp", "run", "-S", "train.epochs=5")
+    assert f"resuming from {PATHS['checkpoint']}: 4 of 5 epochs already done" in more.stdout
 
 
 def test_a_failing_process_fails_the_stage_and_writes_nothing(tmp_path):
