@@ -13,7 +13,7 @@ import time
 import pytest
 
 from alexnet_mnist.download import DownloadError, download, read_checksums, sources
-from conftest import BIN, make_project, tiny_params, write_mnist
+from conftest import PATHS, make_project, stage_command, tiny_params, write_mnist
 
 
 @pytest.fixture
@@ -111,15 +111,16 @@ def test_killed_mid_download_leaves_no_partial_file_and_a_rerun_succeeds(tmp_pat
     params["data"]["mirrors"] = [f"http://127.0.0.1:{port}/"]
     project = make_project(tmp_path / "p", tmp_path / "mirror", checksums, params)
     env = {k: v for k, v in project.env.items() if k != "MNIST_MIRROR"}
-    proc = subprocess.Popen([str(BIN / "python"), "stages/download.py"], cwd=project.path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(stage_command("download"), cwd=project.path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    raw = project.path / PATHS["raw"]
     deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None and not (project.path / "data" / "raw").exists():
+    while time.time() < deadline and proc.poll() is None and not raw.exists():
         time.sleep(0.1)
     time.sleep(1.0)  # now inside the stalled read
+    assert proc.poll() is None, f"the stage ended before it was killed:\n{proc.communicate()[1][-3000:]}"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    raw = project.path / "data" / "raw"
     assert not raw.exists() or not list(raw.iterdir())
     listener.close()
     assert project.stage("download").returncode == 0  # MNIST_MIRROR set again: the folder

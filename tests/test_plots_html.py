@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dvc_render.base import Renderer  # names each chart's div
 from dvc_render.html import PAGE_HTML  # DVC's default page, which loads vega from a CDN
 
 from conftest import ROOT, Project, html_template, make_project, tiny_params, write_mnist
@@ -86,10 +87,17 @@ def marks(chart: Element) -> list[Element]:
 
 
 def vega_plots(project: Project) -> dict[str, dict]:
-    """The plots of the project's dvc.yaml that vega draws (given with x and y; the others are images)."""
-    entries = yaml.safe_load((project.path / "dvc.yaml").read_text())["plots"]
-    return {name: props for entry in entries if isinstance(entry, dict)
-            for name, props in entry.items() if "y" in (props or {})}
+    """The plots of the project's dvc.yaml that vega draws, by their div's id in the page.
+
+    Those given with x and y (the others are images): the named top-level plots and the plots a stage
+    declares, which dvc names by their path.
+    """
+    spec = yaml.safe_load((project.path / "dvc.yaml").read_text())
+    paths = spec["vars"][0]["paths"]
+    entries = [*spec["plots"], *(entry for stage in spec["stages"].values() for entry in stage.get("plots", []))]
+    named = {re.sub(r"\$\{paths\.(\w+)\}", lambda m: paths[m[1]], name): props
+             for entry in entries if isinstance(entry, dict) for name, props in entry.items()}
+    return {Renderer.remove_special_chars(name): props for name, props in named.items() if "y" in (props or {})}
 
 
 @pytest.fixture(scope="module")
