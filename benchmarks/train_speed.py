@@ -435,14 +435,22 @@ def cpu_lines(project_precision: str, device) -> list[str]:
     import torch
 
     cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
-             if line.startswith("model name")]
-    yes = {True: "yes", False: "no"}
+    fields = [line.split(":", 1) for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+              if ":" in line]
+    first = {}  # the first CPU's fields: all cores of one machine report the same
+    for key, value in fields:
+        first.setdefault(key.strip(), value.strip())
+    flags = set(first.get("flags", "").split())
+
+    def has(flag: str) -> str:
+        return ("yes" if flag in flags else "no") if flags else "not reported"
+
+    name = first.get("model name") or platform.processor() or platform.machine()
+    model = f" (family {first['cpu family']}, model {first['model']})" if "cpu family" in first and "model" in first else ""
     caps = ", ".join(f"{key}={os.environ.get(key, 'unset')}" for key in ISA_ENV)
-    lines = [f"CPU: {names[0] if names else platform.processor() or platform.machine()}; hardware flags "
-             f"(torch.cpu): AVX512-BF16 {yes[torch.cpu._is_avx512_bf16_supported()]}, "
-             f"AMX {yes[torch.cpu._is_amx_tile_supported()]}; kernels: ATen "
-             f"{torch.backends.cpu.get_cpu_capability()}, oneDNN {onednn_isa()}; {caps}."]
+    lines = [f"CPU: {name}{model}; hardware flags (/proc/cpuinfo): AVX512-BF16 {has('avx512_bf16')}, "
+             f"AMX {has('amx_tile')}; kernels: ATen {torch.backends.cpu.get_cpu_capability()}, "
+             f"oneDNN {onednn_isa()}; {caps}."]
     capped = [key for key in ISA_ENV if os.environ.get(key)]
     if capped and device.type == "cpu" and project_precision == "bf16":
         lines.append("Note: the instruction sets are capped but the project loop ran bf16, which a CPU without "
