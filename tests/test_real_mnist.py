@@ -12,12 +12,16 @@ import torch
 from alexnet_mnist.device import native_bf16
 from conftest import PATHS, REAL_MIRROR, ROOT, deep_update, make_project, needs_real_mnist, tiny_params
 
-# Fraction of the 2000 test images. Healthy runs of these params spread over several points from
-# tiny numeric differences (two epochs on 10,000 images; see the README's test section). Far above
-# chance (0.10), it catches training that does not learn, without failing on that spread.
-TARGET_TEST_ACCURACY = 0.85
+# The README's quick recipe (67x67, lr 0.0005 decaying by 0.6 per epoch, batch 64), shortened to
+# 2 epochs on 10,000 images to fit CI's time.
 REAL = dict(data={"val_size": 1000, "train_size": 10000, "test_size": 2000},
-            train={"epochs": 2, "batch_size": 64}, evaluate={"batch_size": 500})
+            model={"image_size": 67},
+            train={"epochs": 2, "batch_size": 64, "lr": 0.0005, "lr_decay": 0.6}, evaluate={"batch_size": 500})
+# Fraction of the 2000 test images. Healthy runs of REAL differ by a point or two between CPUs,
+# instruction sets and precisions (BENCHMARKS.md, "The real-MNIST test's threshold"); 0.90 leaves
+# room below all of them, and a recipe that no longer learns well (a wrong learning rate or
+# schedule, broken normalization) lands under it.
+TARGET_TEST_ACCURACY = 0.90
 
 pytestmark = [pytest.mark.slow, needs_real_mnist]
 
