@@ -1,11 +1,11 @@
-"""AlexNet shapes at several input sizes, the size floor, the LRN against PyTorch's own, and the dropout."""
+"""AlexNet shapes at several input sizes, the size floor, and the dropout (the LRN: test_lrn.py)."""
 
 import pytest
 import torch
 from torch import nn
 
 from alexnet_mnist.errors import ConfigError
-from alexnet_mnist.model import AlexNet, Dropout, LocalResponseNorm, ModelConfig, to_input
+from alexnet_mnist.model import AlexNet, Dropout, ModelConfig, to_input
 
 
 @pytest.mark.parametrize("size, flat", [(67, 256 * 1 * 1), (99, 256 * 2 * 2), (131, 256 * 3 * 3), (227, 256 * 6 * 6)])
@@ -27,37 +27,6 @@ def test_sizes_below_the_minimum_are_rejected():
 def test_to_input_resizes_on_the_batch_device_as_channels_last():
     x = to_input(torch.randn(2, 1, 28, 28), 67)
     assert x.shape == (2, 1, 67, 67) and x.is_contiguous(memory_format=torch.channels_last)
-
-
-@pytest.mark.parametrize("shape", [(4, 96, 13, 13), (2, 7, 5, 5), (2, 3, 4, 4)])
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_lrn_matches_pytorch_forward_and_gradient(shape, channels_last):
-    x = torch.randn(*shape, dtype=torch.float64) * 30  # large enough that the denominator matters
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    ours_in, ref_in = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ours = LocalResponseNorm(5, alpha=1e-4, beta=0.75)(ours_in)
-    ref = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75)(ref_in)
-    grad = torch.randn_like(ref)
-    ours.backward(grad)
-    ref.backward(grad)
-    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(ours_in.grad, ref_in.grad, rtol=1e-12, atol=1e-12)
-
-
-def test_lrn_other_constants_and_gradcheck():
-    x = torch.randn(2, 6, 3, 3, dtype=torch.float64, requires_grad=True)
-    lrn = LocalResponseNorm(4, alpha=0.5, beta=0.6, k=2.0)  # even size: asymmetric window
-    torch.testing.assert_close(lrn(x), nn.LocalResponseNorm(4, alpha=0.5, beta=0.6, k=2.0)(x))
-    assert torch.autograd.gradcheck(lrn, (x,))
-
-
-def test_lrn_float32_under_bf16_autocast_stays_close():
-    x = torch.randn(2, 96, 9, 9) * 10
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = LocalResponseNorm(5)(x.bfloat16())
-    assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), nn.LocalResponseNorm(5)(x), rtol=2e-2, atol=2e-2)
 
 
 @pytest.mark.parametrize("p", [0.5, 0.2])

@@ -1,4 +1,4 @@
-"""AlexNet for 1-channel images, faithful to the original layers, with an exact and deterministic LRN."""
+"""AlexNet for 1-channel images, faithful to the original layers (LRN in lrn.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import require
+from .lrn import LocalResponseNorm
 
 MIN_IMAGE_SIZE = 67  # pixels: the smallest input whose last max-pool still yields 1x1
 IN_CHANNELS = 1  # grayscale digits
@@ -29,65 +30,6 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def channel_window(channels: int, size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(C, C) 0/1 matrix W with W[j, c] = 1 when channel j is in the LRN window of channel c."""
-    c = torch.arange(channels, device=device)
-    offset = c[:, None] - c[None, :]  # source channel minus target channel
-    return ((offset >= -(size // 2)) & (offset <= (size - 1) // 2)).to(dtype)
-
-
-class _LocalResponseNorm(torch.autograd.Function):
-    """b = a * d^-beta with d = k + alpha/n * (a^2 @ W), over channels-last (B, H, W, C) views.
-
-    The window sum is one matrix product with the 0/1 band matrix W; the backward is the
-    analytic gradient, da = g * d^-beta - 2 alpha beta / n * a * ((g * a * d^-beta / d) @ W^T),
-    so no intermediate of the slices-and-pads formulation is kept or recomputed.
-    """
-
-    @staticmethod
-    def forward(ctx, x, size: int, alpha: float, beta: float, k: float):
-        compute = torch.promote_types(x.dtype, torch.float32)  # fp32 at least, even under bf16
-        a = x.permute(0, 2, 3, 1).to(compute)  # (B, C, H, W) -> (B, H, W, C)
-        window = channel_window(x.shape[1], size, compute, x.device)
-        d = torch.matmul(a * a, window).mul_(alpha / size).add_(k)
-        scale = d.log().mul_(-beta).exp_()  # d^-beta, d >= k > 0; faster than pow on CPU (benchmarks/cpu_ops.py)
-        ctx.save_for_backward(x, scale, d)
-        ctx.constants = (size, alpha, beta)
-        return (a * scale).to(x.dtype).permute(0, 3, 1, 2)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, scale, d = ctx.saved_tensors
-        size, alpha, beta = ctx.constants
-        a = x.permute(0, 2, 3, 1).to(scale.dtype)
-        g = grad.permute(0, 2, 3, 1).to(scale.dtype)
-        window = channel_window(x.shape[1], size, scale.dtype, x.device)
-        inner = torch.matmul((g * a).mul_(scale).div_(d), window.t())
-        da = torch.addcmul(g * scale, a, inner, value=-2.0 * alpha * beta / size)
-        return da.to(x.dtype).permute(0, 3, 1, 2), None, None, None, None
-
-
-class LocalResponseNorm(nn.Module):
-    """Same math as `nn.LocalResponseNorm`, faster and deterministic.
-
-    PyTorch's version goes through `avg_pool3d`: slow on CPU, and its CUDA backward is
-    nondeterministic. Here: b_c = a_c / (k + alpha/n * sum_{c' in window(c)} a_c'^2)^beta,
-    the window being channels c - n//2 .. c + (n-1)//2, zero-padded at the ends, computed
-    in float32 even under bf16 autocast.
-    """
-
-    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
-        super().__init__()
-        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, H, W)
-        with torch.autocast(x.device.type, enabled=False):  # the window sum stays in fp32
-            return _LocalResponseNorm.apply(x, self.size, self.alpha, self.beta, self.k)
-
-    def extra_repr(self) -> str:
-        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
 
 
 class Dropout(nn.Module):

@@ -1,0 +1,139 @@
+"""Local response normalization (AlexNet's LRN) at O(C) per pixel: exact, deterministic, and cache-blocked on the CPU.
+
+    b_c = a_c * d_c^-beta,  d_c = k + alpha/n * sum_{c' in window(c)} a_c'^2
+
+with the window channels c - n//2 .. c + (n-1)//2, zero-padded at the ends: `nn.LocalResponseNorm`'s
+math. PyTorch's own goes through `avg_pool3d`, slow on the CPU and nondeterministic in its CUDA
+backward. Here the window sum is a moving sum along the channels of channels-last rows (n shifted
+adds of a zero-padded copy), and the backward is the analytic gradient
+
+    da_c = g_c * d_c^-beta - 2 alpha beta / n * a_c * sum_{c' : c in window(c')} g_c' a_c' d_c'^-beta / d_c'.
+
+Whatever the input's dtype, the squares, sums and powers are computed in float32 at least (float64
+stays float64); only the output and the input gradient are rounded back to the input's dtype. On the
+CPU the pixels go through in blocks of about BLOCK_ELEMENTS values, so that each pass over a block
+reads and writes the cache rather than main memory; each pixel's result is the same whatever the block.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# values per block on the CPU: 6 float32 temporaries of this size (~6 MiB) stay in a 2-core CPU's
+# caches, and at 2**18 values the dozen PyTorch calls per block cost little next to the arithmetic
+BLOCK_ELEMENTS = 1 << 18
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for bf16, fp16 and float32 inputs; float64 for float64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def window_sum(padded: torch.Tensor, out: torch.Tensor, size: int) -> torch.Tensor:
+    """out[:, c] = sum of padded[:, c + m] for m in 0..size-1: the moving sum of `size` columns.
+
+    `padded` is (R, C + size - 1), the values with their zero padding; `out` is (R, C).
+    """
+    channels = out.shape[1]
+    torch.add(padded[:, :channels], padded[:, 1 : channels + 1], out=out)
+    for m in range(2, size):
+        out.add_(padded[:, m : m + channels])
+    return out
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) channels-last -> (B*H*W, C), a view: one row of channels per pixel."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def _blocks(rows: int, channels: int, device: torch.device) -> range:
+    """Start rows of the blocks: BLOCK_ELEMENTS values each on the CPU, one block on a GPU."""
+    step = max(1, BLOCK_ELEMENTS // channels) if device.type == "cpu" else max(rows, 1)
+    return range(0, rows, step)
+
+
+class _LocalResponseNorm(torch.autograd.Function):
+    """The forward and the analytic backward, blockwise over channels-last rows; saves d and d^-beta."""
+
+    @staticmethod
+    def forward(ctx, x, size: int, alpha: float, beta: float, k: float):
+        x = x.contiguous(memory_format=torch.channels_last)
+        out = torch.empty_like(x)
+        a, b = _rows(x), _rows(out)
+        n, channels = a.shape
+        dtype = compute_dtype(x.dtype)
+        d = torch.empty(n, channels, dtype=dtype, device=x.device)  # k + alpha/size * window sum
+        scale = torch.empty_like(d)  # d^-beta
+        blocks = _blocks(n, channels, x.device)
+        lo = size // 2  # the window's channels before c; (size - 1) // 2 after
+        padded = torch.zeros(min(blocks.step, n), channels + size - 1, dtype=dtype, device=x.device)
+        for start in blocks:
+            rows = slice(start, start + blocks.step)
+            a_, d_, s_ = a[rows], d[rows], scale[rows]
+            pad = padded[: len(a_)]
+            squares = pad[:, lo : lo + channels]
+            squares.copy_(a_)  # to float32: its squares are then exact for bf16 values
+            squares.mul_(squares)
+            window_sum(pad, d_, size).mul_(alpha / size).add_(k)
+            torch.log(d_, out=s_).mul_(-beta).exp_()  # d^-beta, d >= k > 0; faster than pow on the CPU
+            torch.mul(a_, s_, out=b[rows])  # in float32, rounded once to the output's dtype
+        ctx.save_for_backward(x, d, scale)
+        ctx.constants = (size, alpha, beta)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, d, scale = ctx.saved_tensors
+        size, alpha, beta = ctx.constants
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        grad_in = torch.empty_like(x)
+        a, g, da = _rows(x), _rows(grad), _rows(grad_in)
+        n, channels = a.shape
+        blocks = _blocks(n, channels, x.device)
+        rows_per_block = min(blocks.step, n)
+        lo = (size - 1) // 2  # the transposed window: channels c' whose window holds c
+        padded = torch.zeros(rows_per_block, channels + size - 1, dtype=d.dtype, device=x.device)
+        scaled = torch.empty(rows_per_block, channels, dtype=d.dtype, device=x.device)  # g * d^-beta
+        inner = torch.empty_like(scaled)
+        for start in blocks:
+            rows = slice(start, start + blocks.step)
+            a_, d_, s_ = a[rows], d[rows], scale[rows]
+            m = len(a_)
+            gs, pad = torch.mul(g[rows], s_, out=scaled[:m]), padded[:m]
+            terms = pad[:, lo : lo + channels]
+            torch.mul(gs, a_, out=terms).div_(d_)  # g a d^-beta / d
+            window_sum(pad, inner[:m], size)
+            torch.addcmul(gs, a_, inner[:m], value=-2.0 * alpha * beta / size, out=da[rows])
+        return grad_in, None, None, None, None
+
+
+def local_response_norm(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """The same LRN in whole-tensor operations that autograd, torch.compile and ONNX export all follow.
+
+    (B, C, H, W) -> (B, C, H, W). Used where the model is traced or compiled; the blockwise version
+    runs everywhere else.
+    """
+    a = x.to(compute_dtype(x.dtype))
+    padded = F.pad(a * a, (0, 0, 0, 0, size // 2, (size - 1) // 2))  # zeros before and after the channels
+    channels = x.shape[1]
+    total = sum(padded[:, m : m + channels] for m in range(size))
+    return (a * (total * (alpha / size) + k).pow(-beta)).to(x.dtype)
+
+
+class LocalResponseNorm(nn.Module):
+    """`nn.LocalResponseNorm`'s math (see the module docstring), faster and deterministic."""
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, H, W)
+        if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+            return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+        with torch.autocast(x.device.type, enabled=False):  # the math picks its own precision
+            return _LocalResponseNorm.apply(x, self.size, self.alpha, self.beta, self.k)
+
+    def extra_repr(self) -> str:
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
