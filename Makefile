@@ -31,3 +31,4 @@ test-avx2: setup
 
 bench: setup
 	$(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python benchmarks/profile_step.py

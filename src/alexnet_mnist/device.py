@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 
 import torch
 
@@ -32,14 +33,42 @@ def cpu_native_bf16(capability: str, avx512_bf16: bool, amx: bool) -> bool:
     return capability == "AVX512" and (avx512_bf16 or amx)
 
 
+def cpu_info(path: str | Path = "/proc/cpuinfo") -> dict[str, str]:
+    """The first processor's fields in `path` ('model name', 'flags', ...); {} where the file is
+    missing or unreadable (macOS, other systems without /proc). All cores of a machine report alike."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return {}
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            if fields:  # a blank line ends the first processor
+                break
+            continue
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_flags(path: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags ('avx2', 'avx512_bf16', 'amx_tile', ...); empty where `path` can't be read."""
+    return set(cpu_info(path).get("flags", "").split())
+
+
+def cpu_name(path: str | Path = "/proc/cpuinfo") -> str:
+    """'AMD EPYC (family 26, model 2)': the model name with its family and model numbers; '' where unknown."""
+    info = cpu_info(path)
+    numbers = f" (family {info['cpu family']}, model {info['model']})" if "cpu family" in info and "model" in info else ""
+    return info.get("model name", "") + numbers
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bf16 natively (CUDA with bf16, or a CPU as `cpu_native_bf16` says)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    # PyTorch has no public bf16 query for CPUs; these private calls read the CPU's flags (cpuinfo)
-    # and are used nowhere else.
-    return cpu_native_bf16(torch.backends.cpu.get_cpu_capability(),
-                           torch.cpu._is_avx512_bf16_supported(), torch.cpu._is_amx_tile_supported())
+    flags = cpu_flags()
+    return cpu_native_bf16(torch.backends.cpu.get_cpu_capability(), "avx512_bf16" in flags, "amx_tile" in flags)
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
