@@ -1,4 +1,4 @@
-"""Per-epoch training checkpoints: what they are keyed to (the fingerprint), saving, and resuming."""
+"""Per-epoch training checkpoints: the run they hold, what they are keyed to (the fingerprint), saving, and resuming."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,8 +16,22 @@ from . import distributed, storage
 from .params import TrainParams
 
 if TYPE_CHECKING:
-    from .model import ModelConfig
-    from .train import Run
+    from .model import AlexNet, ModelConfig
+
+
+@dataclass
+class Run:
+    """A training run in progress: what a checkpoint saves and a resume restores."""
+
+    model: AlexNet
+    optimizer: torch.optim.Optimizer
+    shuffle: torch.Generator  # draws each epoch's permutation; lives on the CPU on every device
+    augment: torch.Generator  # draws the augmentation's rotations and shifts; CPU too
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def epoch(self) -> int:
+        return len(self.history)
 
 
 def file_digest(*paths: Path) -> str:

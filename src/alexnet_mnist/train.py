@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +13,7 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed
+from .checkpoint import Run
 from .augment import random_affine
 from .device import autocast
 from .errors import PipelineError
@@ -27,21 +27,6 @@ SYNC_EVERY = 50  # steps between host syncs, for the progress bar's loss and the
 
 class DivergedError(PipelineError):
     pass
-
-
-@dataclass
-class Run:
-    """A training run in progress: what a checkpoint saves and a resume restores (checkpoint.py)."""
-
-    model: AlexNet
-    optimizer: torch.optim.Optimizer
-    shuffle: torch.Generator  # draws each epoch's permutation; lives on the CPU on every device
-    augment: torch.Generator  # draws the augmentation's rotations and shifts; CPU too
-    history: list[dict] = field(default_factory=list)
-
-    @property
-    def epoch(self) -> int:
-        return len(self.history)
 
 
 def start(config: ModelConfig, train_params: TrainParams, device: torch.device) -> Run:
