@@ -65,7 +65,7 @@ def fingerprint(config: ModelConfig, train: TrainParams, device: str, precision:
     learning-rate decay included, depends on the total), so a checkpoint taken after epoch k
     of one is exactly epoch k of the other.
     """
-    identity = {
+    parts = {
         "model": dataclasses.asdict(config),
         "train": {k: v for k, v in dataclasses.asdict(train).items() if k != "epochs"},
         "device": device,
@@ -75,12 +75,12 @@ def fingerprint(config: ModelConfig, train: TrainParams, device: str, precision:
         "threads": torch.get_num_threads(),
         "processes": world,
     }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def save(path: Path, run: Run, identity: str) -> None:
-    """Save `run` to `path` (atomically). Collective: every process calls it, since it gathers
-    each one's dropout RNG state; process 0 writes."""
+def save(path: Path, run: Run, fingerprint: str) -> None:
+    """Save `run` with its `fingerprint` to `path` (atomically). Collective: every process calls it,
+    since it gathers each one's dropout RNG state; process 0 writes."""
     device = next(run.model.parameters()).device
     rng = distributed.all_gather({
         "cpu": torch.get_rng_state(),
@@ -88,7 +88,7 @@ def save(path: Path, run: Run, identity: str) -> None:
     })
     if distributed.is_main():
         storage.save(path, {
-            "fingerprint": identity,
+            "fingerprint": fingerprint,
             "model": run.model.state_dict(),
             "optimizer": run.optimizer.state_dict(),
             "history": run.history,
@@ -98,14 +98,14 @@ def save(path: Path, run: Run, identity: str) -> None:
         })
 
 
-def resume(path: Path, run: Run, identity: str, epochs: int) -> bool:
-    """Restore `run` from the checkpoint at `path` if it has this fingerprint and at most `epochs`
+def resume(path: Path, run: Run, fingerprint: str, epochs: int) -> bool:
+    """Restore `run` from the checkpoint at `path` if it has this `fingerprint` and at most `epochs`
     epochs; whether it did. Says on process 0 what it did with an existing checkpoint."""
     if not path.is_file():
         return False
     state = storage.load(path, "a training checkpoint", f"delete {path} to start over")
     done = len(state.get("history", []))
-    if state.get("fingerprint") != identity or done > epochs:
+    if state.get("fingerprint") != fingerprint or done > epochs:
         if distributed.is_main():
             print(f"{path} is from other params, code, data or more epochs: starting over")
         return False
