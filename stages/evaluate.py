@@ -14,18 +14,17 @@ def main() -> None:
     (params,) = load_params("params.yaml", evaluate=EvaluateParams)
     import torch  # loads only once params are valid
 
-    from alexnet_mnist import atomic, device as dev, memory
+    from alexnet_mnist import device as dev, memory, storage
     from alexnet_mnist.errors import PipelineError
     from alexnet_mnist.evaluate import predict, summarize
     from alexnet_mnist.model import NUM_CLASSES
     from alexnet_mnist.model_file import load_model
-    from alexnet_mnist.prepare import load_split
 
     device = dev.resolve_device(params.device, "evaluate.device")
     dev.tune_cpu()
     precision = dev.resolve_precision(params.precision, device)
     model, normalization = load_model(paths.model)
-    test = load_split(paths.test)
+    test = storage.load_split(paths.test)
     if (test["mean"], test["std"]) != (normalization["mean"], normalization["std"]):
         raise PipelineError(
             f"{paths.model} was trained on images normalized with mean {normalization['mean']}, std "
@@ -40,8 +39,8 @@ def main() -> None:
                                   progress="test")
     metrics = {**summarize(loss, predicted, test["labels"], NUM_CLASSES), **dev.describe(device, precision)}
     rows = [{"actual": int(a), "predicted": int(p)} for a, p in zip(test["labels"], predicted, strict=True)]
-    atomic.write_csv(paths.confusion, rows, ("actual", "predicted"))
-    atomic.write_json(paths.metrics, metrics)
+    storage.write_csv(paths.confusion, rows, ("actual", "predicted"))
+    storage.write_json(paths.metrics, metrics)
     print(f"test accuracy {metrics['accuracy']:.4f} on {metrics['samples']} images "
           f"(loss {metrics['loss']:.4f}); wrote {paths.metrics}, {paths.confusion}")
 
