@@ -34,7 +34,7 @@ def main() -> None:
     precision = dev.resolve_precision(train_params.precision, device)
     train_set, val_set = storage.load_split(paths.train), storage.load_split(paths.val)
     main_process, processes = distributed.is_main(), distributed.world()
-    share = -(-min(train_params.batch_size, len(train_set["labels"])) // processes)  # images per batch here
+    share = memory.batch_share(train_params.batch_size, len(train_set["labels"]), processes)  # images per step here
     memory.require_fits(config, "train.batch_size", train_params.batch_size, share, device, precision, training=True)
     if main_process:
         print(f"training on {len(train_set['labels'])} images, validating on {len(val_set['labels'])}; "

@@ -1,4 +1,4 @@
-"""Evaluation: batched inference with loss and predictions, and the accuracy summaries built from them."""
+"""Evaluation: batched inference with loss and predictions, and the summaries and confusion rows built from them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,18 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .device import autocast
+from .errors import PipelineError
 from .model import AlexNet, to_input
+
+
+def check_normalization(model_path, normalization: dict, split_path, split: dict) -> None:
+    """Stop unless the model at `model_path` was trained on images normalized as the split at `split_path` is."""
+    if (split["mean"], split["std"]) != (normalization["mean"], normalization["std"]):
+        raise PipelineError(
+            f"{model_path} was trained on images normalized with mean {normalization['mean']}, std "
+            f"{normalization['std']}, but {split_path} uses mean {split['mean']}, std {split['std']}; "
+            f"rerun the pipeline so both match: dvc repro"
+        )
 
 
 @torch.inference_mode()
@@ -59,3 +70,8 @@ def summarize(loss: float, predicted: torch.Tensor, labels: torch.Tensor, num_cl
         "samples": len(labels),
         "per_class_accuracy": per_class,
     }
+
+
+def confusion_rows(labels: torch.Tensor, predicted: torch.Tensor) -> list[dict]:
+    """{'actual', 'predicted'} per image, in the images' order (row i is image i)."""
+    return [{"actual": int(a), "predicted": int(p)} for a, p in zip(labels, predicted, strict=True)]

@@ -37,6 +37,11 @@ def _swap() -> int:
     return 0
 
 
+def batch_share(batch_size: int, images: int, processes: int = 1) -> int:
+    """Images per batch on one process: its share of the global `batch_size`, or of all `images` when fewer."""
+    return -(-min(batch_size, images) // processes)  # ceil
+
+
 def footprint(config: ModelConfig, images: int, precision: str) -> tuple[int, int]:
     """(bytes of the weights, in float32; bytes of the first layer's output for a batch of `images`, in
     bf16 under bf16 autocast, else float32): tensors that coexist in every forward pass."""
