@@ -119,7 +119,7 @@ def test_each_epoch_trains_at_lr_times_decay_to_the_epoch_index():
 
 
 def test_augmentation_off_draws_no_random_numbers():
-    """With shift and rotate at 0 the run is the seed's: the augmentation generator is never used."""
+    """With shift and rotate at 0 there is no augmentation, as in the reference loop: its generator is never used."""
     run = fit(TRAIN, VAL, MODEL, train_params(epochs=1), CPU, "fp32")
     assert torch.equal(run.augment.get_state(), torch.Generator().manual_seed(7 + 1).get_state())
 

@@ -24,7 +24,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         require(self.image_size >= MIN_IMAGE_SIZE, "model.image_size",
-                f"{self.image_size} is too small for AlexNet: the minimum is {MIN_IMAGE_SIZE} (the seed uses 227)")
+                f"{self.image_size} is too small for AlexNet: the minimum is {MIN_IMAGE_SIZE} (the reference loop uses 227)")
         require(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
 
     def to_dict(self) -> dict:
