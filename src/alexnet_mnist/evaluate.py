@@ -1,4 +1,5 @@
-"""Evaluation: batched inference with loss and predictions, and the summaries and confusion rows built from them."""
+"""Evaluation: batched inference with loss and predictions, the summaries and confusion rows built from them,
+and the images/s progress bar that training uses too."""
 
 from __future__ import annotations
 
@@ -9,6 +10,12 @@ from tqdm import tqdm
 from .device import autocast
 from .errors import PipelineError
 from .model import AlexNet, to_input
+
+
+def progress_bar(images: int, label: str | None) -> tqdm:
+    """A progress bar over `images` images, in images/s, labelled `label`; None shows none."""
+    return tqdm(total=images, desc=label, unit="img", unit_scale=True, leave=False, mininterval=1.0,
+                disable=label is None)
 
 
 def check_normalization(model_path, normalization: dict, split_path, split: dict) -> None:
@@ -41,8 +48,7 @@ def predict(
     model.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     predictions = []
-    with tqdm(total=len(images), desc=progress, unit="img", unit_scale=True, leave=False, mininterval=1.0,
-              disable=progress is None) as bar:
+    with progress_bar(len(images), progress) as bar:
         for start in range(0, len(images), batch_size):
             x = images[start : start + batch_size].to(device, non_blocking=True)
             y = labels[start : start + batch_size].to(device, non_blocking=True)

@@ -10,7 +10,6 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed
@@ -18,7 +17,7 @@ from .checkpoint import Run
 from .augment import random_affine
 from .device import autocast
 from .errors import PipelineError
-from .evaluate import predict
+from .evaluate import predict, progress_bar
 from .model import AlexNet, ModelConfig, to_input
 from .params import TrainParams
 
@@ -72,8 +71,7 @@ def train_epoch(run: Run, network: nn.Module, images: torch.Tensor, labels: torc
     correct = torch.zeros((), device=device, dtype=torch.long)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss
     steps = math.ceil(len(images) / batch_size)
-    with tqdm(total=len(images), desc=progress, unit="img", unit_scale=True, leave=False, mininterval=1.0,
-              disable=progress is None) as bar:
+    with progress_bar(len(images), progress) as bar:
         for step in range(steps):
             batch = order[step * batch_size : (step + 1) * batch_size]
             idx = batch[rank::world]  # this process's share of the global batch
