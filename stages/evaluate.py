@@ -32,7 +32,7 @@ def main() -> None:
         loss, predicted = predict(model, test["images"], test["labels"], params.batch_size, precision,
                                   progress="test")
     metrics = {**summarize(loss, predicted, test["labels"], NUM_CLASSES), **dev.describe(device, precision)}
-    storage.write_csv(paths.confusion, confusion_rows(test["labels"], predicted), ("actual", "predicted"))
+    storage.write_csv(paths.confusion, confusion_rows(test["labels"], predicted), storage.CONFUSION_COLUMNS)
     storage.write_json(paths.metrics, metrics)
     print(f"test accuracy {metrics['accuracy']:.4f} on {metrics['samples']} images "
           f"(loss {metrics['loss']:.4f}); wrote {paths.metrics}, {paths.confusion}")

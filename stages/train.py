@@ -22,7 +22,7 @@ def main() -> None:
     from alexnet_mnist import device as dev, distributed, memory, storage
     from alexnet_mnist.checkpoint import code_digest, file_digest
     from alexnet_mnist.model_file import save_model
-    from alexnet_mnist.train import HISTORY_COLUMNS, fit, summarize_history
+    from alexnet_mnist.train import fit, summarize_history
 
     if train_params.nproc > 1 and not distributed.under_torchrun():
         sys.exit(distributed.launch(train_params.nproc, __file__, sys.argv[1:]))
@@ -47,7 +47,7 @@ def main() -> None:
                 **dev.describe(device, precision)}
 
     def write_metrics(run) -> None:  # after every epoch, and at the end
-        storage.write_csv(paths.history, run.history, HISTORY_COLUMNS)
+        storage.write_csv(paths.history, run.history, storage.HISTORY_COLUMNS)
         storage.write_json(paths.summary, summary(run))
 
     try:

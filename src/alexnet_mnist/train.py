@@ -13,15 +13,15 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from . import distributed
-from .checkpoint import Run
 from .augment import random_affine
+from .checkpoint import Run
 from .device import autocast
 from .errors import PipelineError
 from .evaluate import predict, progress_bar
 from .model import AlexNet, ModelConfig, to_input
 from .params import TrainParams
+from .storage import HISTORY_COLUMNS
 
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
 SYNC_EVERY = 50  # steps between host syncs, for the progress bar's loss and the NaN/inf check
 
 
