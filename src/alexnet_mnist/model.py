@@ -15,6 +15,12 @@ IN_CHANNELS = 1  # grayscale digits
 NUM_CLASSES = 10  # digits 0-9
 
 
+def check_dropout(p: float) -> None:
+    """A dropout probability is in [0, 1): at 1 nothing would be kept, and the 1/(1-p) scale divides by zero.
+    Raises ConfigError (a ValueError) naming model.dropout, the one setting it comes from."""
+    require(0.0 <= p < 1.0, "model.dropout", f"must be in [0, 1), got {p}")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The network's shape: the `model` section of params.yaml, and what a model file stores."""
@@ -23,9 +29,9 @@ class ModelConfig:
     dropout: float  # probability, before each of the two hidden fully connected layers
 
     def __post_init__(self) -> None:
-        require(self.image_size >= MIN_IMAGE_SIZE, "model.image_size",
-                f"{self.image_size} is too small for AlexNet: the minimum is {MIN_IMAGE_SIZE} (the reference loop uses 227)")
-        require(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
+        require(self.image_size >= MIN_IMAGE_SIZE, "model.image_size", f"{self.image_size} is too small for AlexNet: "
+                f"the minimum is {MIN_IMAGE_SIZE} (the reference loop uses 227)")
+        check_dropout(self.dropout)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,8 +105,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        check_dropout(p)
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
