@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -32,10 +32,6 @@ class ModelConfig:
         require(self.image_size >= MIN_IMAGE_SIZE, "model.image_size", f"{self.image_size} is too small for AlexNet: "
                 f"the minimum is {MIN_IMAGE_SIZE} (the reference loop uses 227)")
         check_dropout(self.dropout)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def channel_window(channels: int, size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(C, C) 0/1 matrix W with W[j, c] = 1 when channel j is in the LRN window of channel c."""
