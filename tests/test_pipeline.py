@@ -97,7 +97,6 @@ def test_experiments_rerun_from_train_and_compare(reproduced):
     assert "confusion" in html
 
 
-@pytest.mark.slow
 def test_two_queued_experiments_run_in_parallel_with_their_own_results(tmp_path):
     checksums = write_mnist(tmp_path / "mirror")
     project = make_project(tmp_path / "p", tmp_path / "mirror", checksums, tiny_params())
