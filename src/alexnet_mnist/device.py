@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 
 import torch
 
@@ -22,6 +23,21 @@ def resolve_device(name: str, key: str = "train.device") -> torch.device:
     return torch.device(name)
 
 
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags ('avx2', 'avx512_bf16', 'amx_tile', ...): the first "flags" line of
+    `cpuinfo`, as Linux writes it on x86. Empty where the file is missing or unreadable (macOS) or
+    has no such line (e.g. ARM, which says "Features")."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "flags":
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
 def cpu_native_bf16(capability: str, avx512_bf16: bool, amx: bool) -> bool:
     """Whether a CPU computes bf16 natively: AVX512 kernels in use and AVX512-BF16 or AMX instructions.
 
@@ -36,10 +52,8 @@ def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bf16 natively (CUDA with bf16, or a CPU as `cpu_native_bf16` says)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    # PyTorch has no public bf16 query for CPUs; these private calls read the CPU's flags (cpuinfo)
-    # and are used nowhere else.
-    return cpu_native_bf16(torch.backends.cpu.get_cpu_capability(),
-                           torch.cpu._is_avx512_bf16_supported(), torch.cpu._is_amx_tile_supported())
+    flags = cpu_flags()  # PyTorch has no public bf16 query for CPUs
+    return cpu_native_bf16(torch.backends.cpu.get_cpu_capability(), "avx512_bf16" in flags, "amx_tile" in flags)
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
