@@ -32,6 +32,7 @@ for step in range(16):
 """
 
 
+@pytest.mark.slow  # 16 training steps of the full-width AlexNet
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="tune_cpu tunes glibc's allocator only")
 def test_tune_cpu_lets_training_steps_reuse_freed_memory():
     out = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP, str(Path(__file__).parent)],
