@@ -1,4 +1,5 @@
-"""Device memory: what a device has, the least a run needs there, and running out of it as one error line."""
+"""Device memory: what a device has, a process's share of a batch, the least a run needs there, and running
+out of it as one error line."""
 
 from __future__ import annotations
 
