@@ -14,34 +14,26 @@ def main() -> None:
     (params,) = load_params("params.yaml", evaluate=EvaluateParams)
     import torch  # loads only once params are valid
 
-    from alexnet_mnist import atomic, device as dev, memory
-    from alexnet_mnist.errors import PipelineError
-    from alexnet_mnist.evaluate import predict, summarize
+    from alexnet_mnist import device as dev, memory, storage
+    from alexnet_mnist.evaluate import check_normalization, confusion_rows, predict, summarize
     from alexnet_mnist.model import NUM_CLASSES
     from alexnet_mnist.model_file import load_model
-    from alexnet_mnist.prepare import load_split
 
     device = dev.resolve_device(params.device, "evaluate.device")
     dev.tune_cpu()
     precision = dev.resolve_precision(params.precision, device)
     model, normalization = load_model(paths.model)
-    test = load_split(paths.test)
-    if (test["mean"], test["std"]) != (normalization["mean"], normalization["std"]):
-        raise PipelineError(
-            f"{paths.model} was trained on images normalized with mean {normalization['mean']}, std "
-            f"{normalization['std']}, but {paths.test} uses mean {test['mean']}, std {test['std']}; "
-            f"rerun the pipeline so both match: dvc repro"
-        )
-    config, images = model.config, min(params.batch_size, len(test["labels"]))
+    test = storage.load_split(paths.test)
+    check_normalization(paths.model, normalization, paths.test, test)
+    config, images = model.config, memory.batch_share(params.batch_size, len(test["labels"]))
     memory.require_fits(config, "evaluate.batch_size", params.batch_size, images, device, precision, training=False)
     with memory.out_of_memory("evaluate", device, config.image_size, "evaluate.batch_size", params.batch_size):
         model = model.to(device, memory_format=torch.channels_last)
         loss, predicted = predict(model, test["images"], test["labels"], params.batch_size, precision,
                                   progress="test")
     metrics = {**summarize(loss, predicted, test["labels"], NUM_CLASSES), **dev.describe(device, precision)}
-    rows = [{"actual": int(a), "predicted": int(p)} for a, p in zip(test["labels"], predicted, strict=True)]
-    atomic.write_csv(paths.confusion, rows, ("actual", "predicted"))
-    atomic.write_json(paths.metrics, metrics)
+    storage.write_csv(paths.confusion, confusion_rows(test["labels"], predicted), storage.CONFUSION_COLUMNS)
+    storage.write_json(paths.metrics, metrics)
     print(f"test accuracy {metrics['accuracy']:.4f} on {metrics['samples']} images "
           f"(loss {metrics['loss']:.4f}); wrote {paths.metrics}, {paths.confusion}")
 

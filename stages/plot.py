@@ -10,13 +10,14 @@ from alexnet_mnist.errors import PipelineError
 from alexnet_mnist.idx import TEST_IMAGES, read_images
 from alexnet_mnist.params import PlotParams, load_params
 from alexnet_mnist.plot import confusion_figure, curves_figure, misclassified_figure, read_csv, save_png
+from alexnet_mnist.storage import CONFUSION_COLUMNS, HISTORY_COLUMNS
 
 
 def main() -> None:
     paths = stage_paths(__doc__, "history", "confusion", "raw", "curves", "confusion-png", "misclassified")
     (params,) = load_params("params.yaml", plot=PlotParams)
-    history = read_csv(paths.history, ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"))
-    confusion = read_csv(paths.confusion, ("actual", "predicted"))
+    history = read_csv(paths.history, HISTORY_COLUMNS)
+    confusion = read_csv(paths.confusion, CONFUSION_COLUMNS)
     save_png(curves_figure(history, params), paths.curves)
     save_png(confusion_figure(confusion, params), paths.confusion_png)
     test_images = read_images(paths.raw / TEST_IMAGES)

@@ -17,7 +17,7 @@ def main() -> None:
     splits = split(*read_pair(paths.raw / TRAIN_IMAGES, paths.raw / TRAIN_LABELS),
                    *read_pair(paths.raw / TEST_IMAGES, paths.raw / TEST_LABELS), data)
     for name, tensors in splits.items():
-        storage.save(getattr(paths, name), tensors)
+        storage.save_split(getattr(paths, name), tensors)
         print(f"{getattr(paths, name)}: {len(tensors['labels'])} images")
 
 

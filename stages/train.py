@@ -19,11 +19,10 @@ from alexnet_mnist.params import TrainParams, load_params
 def main() -> None:
     paths = stage_paths(__doc__, "train", "val", "model", "checkpoint", "history", "summary")
     config, train_params = load_params("params.yaml", model=ModelConfig, train=TrainParams)
-    from alexnet_mnist import atomic, device as dev, distributed, memory
+    from alexnet_mnist import device as dev, distributed, memory, storage
     from alexnet_mnist.checkpoint import code_digest, file_digest
     from alexnet_mnist.model_file import save_model
-    from alexnet_mnist.prepare import load_split
-    from alexnet_mnist.train import HISTORY_COLUMNS, fit, summarize_history
+    from alexnet_mnist.train import fit, summarize_history
 
     if train_params.nproc > 1 and not distributed.under_torchrun():
         sys.exit(distributed.launch(train_params.nproc, __file__, sys.argv[1:]))
@@ -33,9 +32,9 @@ def main() -> None:
     device = distributed.setup(device)  # this process's GPU when started by torchrun
     dev.tune_cpu()
     precision = dev.resolve_precision(train_params.precision, device)
-    train_set, val_set = load_split(paths.train), load_split(paths.val)
+    train_set, val_set = storage.load_split(paths.train), storage.load_split(paths.val)
     main_process, processes = distributed.is_main(), distributed.world()
-    share = -(-min(train_params.batch_size, len(train_set["labels"])) // processes)  # images per batch here
+    share = memory.batch_share(train_params.batch_size, len(train_set["labels"]), processes)  # images per step here
     memory.require_fits(config, "train.batch_size", train_params.batch_size, share, device, precision, training=True)
     if main_process:
         print(f"training on {len(train_set['labels'])} images, validating on {len(val_set['labels'])}; "
@@ -48,8 +47,8 @@ def main() -> None:
                 **dev.describe(device, precision)}
 
     def write_metrics(run) -> None:  # after every epoch, and at the end
-        atomic.write_csv(paths.history, run.history, HISTORY_COLUMNS)
-        atomic.write_json(paths.summary, summary(run))
+        storage.write_csv(paths.history, run.history, storage.HISTORY_COLUMNS)
+        storage.write_json(paths.summary, summary(run))
 
     try:
         with memory.out_of_memory("train", device, config.image_size, "train.batch_size", train_params.batch_size):

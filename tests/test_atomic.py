@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from alexnet_mnist import storage
-from alexnet_mnist.atomic import atomic_path, write_text
+from alexnet_mnist.storage import atomic_path, write_text
 from conftest import BIN, set_limits
 
 
@@ -29,7 +29,7 @@ def test_a_kill_at_any_moment_leaves_old_or_new(tmp_path):
     old, new = b"a" * 20_000_000, b"b" * 20_000_000
     target.write_bytes(old)
     script = (
-        "import sys; from alexnet_mnist.atomic import atomic_path\n"
+        "import sys; from alexnet_mnist.storage import atomic_path\n"
         "with atomic_path(sys.argv[1]) as tmp:\n"
         "    with open(tmp, 'wb') as f:\n"
         "        for _ in range(20): f.write(b'b' * 1_000_000); f.flush()\n"
@@ -60,16 +60,16 @@ def test_outputs_get_the_permissions_of_a_plain_open(tmp_path, umask, mode):
 LIMIT = 100_000  # bytes a child may write per file: beyond it, writes fail (EFBIG) as on a full disk (ENOSPC)
 WRITE = f"""
 import sys, torch
-from alexnet_mnist import atomic, storage
+from alexnet_mnist import storage
 kind, path = sys.argv[1:]
 try:
     if kind == "text":
-        atomic.write_text(path, "x" * 2 * {LIMIT})
+        storage.write_text(path, "x" * 2 * {LIMIT})
     elif kind == "csv":
-        atomic.write_csv(path, [{{"a": i}} for i in range({LIMIT})], ("a",))
+        storage.write_csv(path, [{{"a": i}} for i in range({LIMIT})], ("a",))
     else:
         storage.save(path, {{"weights": torch.zeros({LIMIT})}})
-except atomic.WriteError as e:
+except storage.WriteError as e:
     print(e)
 """
 

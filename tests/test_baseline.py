@@ -9,6 +9,8 @@ import yaml
 
 from conftest import PATHS, ROOT, Project
 
+pytestmark = pytest.mark.slow  # clones this repository
+
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> Project:
@@ -29,7 +31,10 @@ def test_dvc_metrics_show_prints_the_baseline_test_accuracy(clone):
     shown = json.loads(clone.dvc("metrics", "show", "--json").stdout)[""]["data"]
     committed = json.loads((clone.path / PATHS["eval_metrics"]).read_text())
     assert shown[PATHS["eval_metrics"]]["data"]["accuracy"] == committed["accuracy"]
-    assert 0.0 < committed["accuracy"] <= 1.0
+    with open(clone.path / PATHS["confusion"], newline="") as f:
+        rows = list(csv.DictReader(f))  # (actual, predicted) per test image, committed with the metrics
+    assert committed["samples"] == len(rows)
+    assert committed["accuracy"] == round(sum(row["actual"] == row["predicted"] for row in rows) / len(rows), 6)
 
 
 def test_dvc_lock_records_the_committed_params(clone):

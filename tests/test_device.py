@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet_mnist.device import cpu_native_bf16, resolve_device, resolve_precision
+from alexnet_mnist.device import cpu_flags, cpu_native_bf16, resolve_device, resolve_precision
 from alexnet_mnist.errors import PipelineError
 
 # Training steps of the full-width AlexNet at 67x67 (64 MiB of fc2 weight gradient among the
@@ -32,6 +32,7 @@ for step in range(16):
 """
 
 
+@pytest.mark.slow  # 16 training steps of the full-width AlexNet
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="tune_cpu tunes glibc's allocator only")
 def test_tune_cpu_lets_training_steps_reuse_freed_memory():
     out = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP, str(Path(__file__).parent)],
@@ -60,6 +61,20 @@ def test_cuda_without_cuda_is_an_error_not_a_fallback():
 ])
 def test_cpu_native_bf16_needs_avx512_kernels_and_bf16_instructions(capability, avx512_bf16, amx, native):
     assert cpu_native_bf16(capability, avx512_bf16, amx) is native
+
+
+def test_cpu_flags_are_the_first_flags_line_of_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
+                       "vmx flags\t: ept\nbugs\t\t: sysret_ss_attrs\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "avx2", "avx512f", "avx512_bf16"}
+
+
+def test_cpu_flags_are_empty_without_a_readable_cpuinfo_or_flags_line(tmp_path):
+    assert cpu_flags(tmp_path / "missing") == set()  # e.g. macOS, which has no /proc
+    assert cpu_flags(tmp_path) == set()  # a folder: unreadable as a file
+    (tmp_path / "arm").write_text("processor\t: 0\nFeatures\t: fp asimd\n")
+    assert cpu_flags(tmp_path / "arm") == set()
 
 
 def test_auto_precision_is_fp32_on_a_cpu_limited_to_avx2():

@@ -1,10 +1,12 @@
-"""Evaluation on known predictions: accuracy, per-class accuracy and loss."""
+"""Evaluation on known predictions: accuracy, per-class accuracy, loss, confusion rows; the normalization check."""
 
 import math
 
+import pytest
 import torch
 
-from alexnet_mnist.evaluate import predict, summarize
+from alexnet_mnist.errors import PipelineError
+from alexnet_mnist.evaluate import check_normalization, confusion_rows, predict, summarize
 from alexnet_mnist.model import AlexNet, ModelConfig
 
 
@@ -31,3 +33,15 @@ def test_predict_with_a_model_of_known_output():
     expected = (4 * -math.log(p3) + 3 * -math.log(1 / (math.exp(2) + 9))) / 7
     assert math.isclose(loss, expected, rel_tol=1e-6)
     assert summarize(loss, predicted, labels, 10)["accuracy"] == round(4 / 7, 6)
+
+
+def test_confusion_rows_pair_each_label_with_its_prediction_in_order():
+    rows = confusion_rows(torch.tensor([0, 1, 2]), torch.tensor([0, 7, 2]))
+    assert rows == [{"actual": 0, "predicted": 0}, {"actual": 1, "predicted": 7}, {"actual": 2, "predicted": 2}]
+
+
+def test_a_model_normalized_otherwise_than_the_split_is_refused_naming_both_files():
+    check_normalization("model.pt", {"mean": 0.1307, "std": 0.3081}, "test.pt", {"mean": 0.1307, "std": 0.3081})
+    with pytest.raises(PipelineError, match=r"^model.pt was trained on images normalized with mean 0.1307, std "
+                                            r"0.3081, but test.pt uses mean 0.5, std 0.3081; "):
+        check_normalization("model.pt", {"mean": 0.1307, "std": 0.3081}, "test.pt", {"mean": 0.5, "std": 0.3081})

@@ -21,6 +21,12 @@ def test_footprint_is_the_real_weights_and_first_layer_output(precision):
     assert memory.footprint(config, 3, precision) == (weights, first.numel() * first.element_size())
 
 
+@pytest.mark.parametrize("batch_size, images, processes, share", [
+    (64, 55_000, 1, 64), (64, 55_000, 2, 32), (64, 55_000, 3, 22), (1000, 100, 1, 100), (1000, 100, 3, 34)])
+def test_batch_share_is_each_process_part_of_the_batch_or_of_fewer_images(batch_size, images, processes, share):
+    assert memory.batch_share(batch_size, images, processes) == share
+
+
 def test_sizes_that_fit_pass_the_check():
     memory.require_fits(ModelConfig(image_size=227, dropout=0.5), "train.batch_size", 64, 64, CPU, "fp32", True)
     memory.require_fits(ModelConfig(image_size=227, dropout=0.5), "evaluate.batch_size", 1000, 1000, CPU, "fp32",

@@ -25,7 +25,7 @@ def test_project_params_load_with_the_seed_defaults():
     assert (data.val_size, data.train_size, data.test_size, data.mean, data.std) == (5000, None, None, 0.1307, 0.3081)
     assert (model.image_size, model.dropout) == (227, 0.5)
     assert (train.epochs, train.batch_size, train.lr, train.seed, train.device) == (10, 64, 0.001, 42, "auto")
-    assert (train.lr_decay, train.shift, train.rotate) == (1.0, 0.0, 0.0)  # the seed's: constant lr, no augmentation
+    assert (train.lr_decay, train.shift, train.rotate) == (1.0, 0.0, 0.0)  # the reference loop's: constant lr, no augmentation
     assert evaluate.batch_size == 1000
     assert len(data.mirrors) == 2 and all(m.startswith("http") for m in data.mirrors)
 

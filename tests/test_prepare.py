@@ -8,6 +8,7 @@ from alexnet_mnist.errors import PipelineError
 from alexnet_mnist.idx import TEST_IMAGES, TRAIN_LABELS, encode_idx, read_pair
 from alexnet_mnist.params import DataParams
 from alexnet_mnist.prepare import split
+from alexnet_mnist.storage import load_split, save_split
 from conftest import PATHS, fail_line, synthetic_mnist
 
 
@@ -46,6 +47,18 @@ def test_prepare_sizes_and_split_are_as_asked():
     assert splits["train"]["images"].shape == (30, 1, 28, 28) and splits["train"]["images"].dtype == torch.float32
     again = split(images, labels, test_images, test_labels, data_params(train_size=30, test_size=10))
     assert torch.equal(splits["val"]["images"], again["val"]["images"])  # seeded
+
+
+def test_a_split_round_trips_and_a_file_lacking_keys_names_them(tmp_path):
+    images, labels = synthetic_mnist(100, 0)
+    splits = split(images, labels, images[:10], labels[:10], data_params())
+    save_split(tmp_path / "val.pt", splits["val"])
+    loaded = load_split(tmp_path / "val.pt")
+    assert torch.equal(loaded["images"], splits["val"]["images"]) and loaded["mean"] == 0.1307
+    torch.save({"images": loaded["images"], "labels": loaded["labels"]}, tmp_path / "old.pt")
+    with pytest.raises(PipelineError) as error:
+        load_split(tmp_path / "old.pt")
+    assert str(error.value) == f"{tmp_path / 'old.pt'}: lacks mean, std; rerun the prepare stage: dvc repro -f prepare"
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from alexnet_mnist.evaluate import predict
 from alexnet_mnist.model import ModelConfig, to_input
 from alexnet_mnist.params import TrainParams
 from alexnet_mnist.train import DivergedError, epoch_lr, fit, start, summarize_history
@@ -45,6 +46,7 @@ def test_one_step_lowers_the_loss():
     assert F.cross_entropy(run.model(x), y) < before
 
 
+@pytest.mark.slow  # trains three or more times
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_same_seed_gives_bitwise_identical_weights(precision):
     a = fit(TRAIN, VAL, MODEL, train_params(epochs=1, precision=precision), CPU, precision)
@@ -58,10 +60,17 @@ def test_same_seed_gives_bitwise_identical_weights(precision):
 def test_history_has_a_row_per_epoch_with_fractions():
     run = fit(TRAIN, VAL, MODEL, train_params(epochs=2), CPU, "fp32")
     assert [row["epoch"] for row in run.history] == [1, 2]
-    for row in run.history:
-        assert 0 <= row["train_accuracy"] <= 1 and 0 <= row["val_accuracy"] <= 1 and row["seconds"] > 0
+    for row in run.history:  # fractions of the 160 training and 64 validation images
+        assert row["train_accuracy"] in {k / 160 for k in range(161)}
+        assert row["val_accuracy"] in {k / 64 for k in range(65)}
+        assert row["seconds"] > 0
+    # the last epoch's validation numbers are those of the trained model on the validation images
+    loss, predicted = predict(run.model, VAL["images"], VAL["labels"], 32, "fp32")
+    assert run.history[-1]["val_accuracy"] == (predicted == VAL["labels"]).sum().item() / 64
+    assert run.history[-1]["val_loss"] == pytest.approx(loss, rel=1e-12)
 
 
+@pytest.mark.slow  # trains three or more times
 def test_resume_from_checkpoint_ends_with_the_uninterrupted_weights(tmp_path):
     straight = fit(TRAIN, VAL, MODEL, train_params(epochs=3), CPU, "fp32")
     checkpoint = tmp_path / "checkpoint.pt"
@@ -72,6 +81,7 @@ def test_resume_from_checkpoint_ends_with_the_uninterrupted_weights(tmp_path):
     assert [r["val_loss"] for r in resumed.history] == [r["val_loss"] for r in straight.history]
 
 
+@pytest.mark.slow  # trains three or more times
 def test_checkpoint_of_other_params_is_not_reused(tmp_path, capsys):
     checkpoint = tmp_path / "checkpoint.pt"
     fit(TRAIN, VAL, MODEL, train_params(epochs=1, lr=5e-4), CPU, "fp32", checkpoint=checkpoint)
@@ -99,6 +109,7 @@ def test_summarize_history_takes_the_last_epoch_and_total_speed():
     }
 
 
+@pytest.mark.slow  # trains four times
 @pytest.mark.parametrize("changes", [{"lr_decay": 0.5}, {"shift": 2.0, "rotate": 10.0}])
 def test_decay_and_augmentation_resume_to_the_uninterrupted_weights(tmp_path, changes):
     straight = fit(TRAIN, VAL, MODEL, train_params(epochs=3, **changes), CPU, "fp32")
@@ -119,11 +130,12 @@ def test_each_epoch_trains_at_lr_times_decay_to_the_epoch_index():
 
 
 def test_augmentation_off_draws_no_random_numbers():
-    """With shift and rotate at 0 the run is the seed's: the augmentation generator is never used."""
+    """With shift and rotate at 0 there is no augmentation, as in the reference loop: its generator is never used."""
     run = fit(TRAIN, VAL, MODEL, train_params(epochs=1), CPU, "fp32")
     assert torch.equal(run.augment.get_state(), torch.Generator().manual_seed(7 + 1).get_state())
 
 
+@pytest.mark.slow  # trains three or more times
 def test_checkpoint_of_other_augmentation_or_decay_is_not_reused(tmp_path, capsys):
     checkpoint = tmp_path / "checkpoint.pt"
     fit(TRAIN, VAL, MODEL, train_params(epochs=1), CPU, "fp32", checkpoint=checkpoint)

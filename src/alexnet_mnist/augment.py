@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-MNIST_SIDE = 28  # pixels per side of the stored images
+from .idx import MNIST_SIDE
 
 
 def random_affine(images: torch.Tensor, size: int, shift: float, rotate: float, draws: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Per-epoch training checkpoints: what they are keyed to (the fingerprint), saving, and resuming."""
+"""Per-epoch training checkpoints: the run they hold, what they are keyed to (the fingerprint), saving, and resuming."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,8 +16,22 @@ from . import distributed, storage
 from .params import TrainParams
 
 if TYPE_CHECKING:
-    from .model import ModelConfig
-    from .train import Run
+    from .model import AlexNet, ModelConfig
+
+
+@dataclass
+class Run:
+    """A training run in progress: what a checkpoint saves and a resume restores."""
+
+    model: AlexNet
+    optimizer: torch.optim.Optimizer
+    shuffle: torch.Generator  # draws each epoch's permutation; lives on the CPU on every device
+    augment: torch.Generator  # draws the augmentation's rotations and shifts; CPU too
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def epoch(self) -> int:
+        return len(self.history)
 
 
 def file_digest(*paths: Path) -> str:
@@ -50,7 +65,7 @@ def fingerprint(config: ModelConfig, train: TrainParams, device: str, precision:
     learning-rate decay included, depends on the total), so a checkpoint taken after epoch k
     of one is exactly epoch k of the other.
     """
-    identity = {
+    parts = {
         "model": dataclasses.asdict(config),
         "train": {k: v for k, v in dataclasses.asdict(train).items() if k != "epochs"},
         "device": device,
@@ -60,12 +75,12 @@ def fingerprint(config: ModelConfig, train: TrainParams, device: str, precision:
         "threads": torch.get_num_threads(),
         "processes": world,
     }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def save(path: Path, run: Run, identity: str) -> None:
-    """Save `run` to `path` (atomically). Collective: every process calls it, since it gathers
-    each one's dropout RNG state; process 0 writes."""
+def save(path: Path, run: Run, fingerprint: str) -> None:
+    """Save `run` with its `fingerprint` to `path` (atomically). Collective: every process calls it,
+    since it gathers each one's dropout RNG state; process 0 writes."""
     device = next(run.model.parameters()).device
     rng = distributed.all_gather({
         "cpu": torch.get_rng_state(),
@@ -73,7 +88,7 @@ def save(path: Path, run: Run, identity: str) -> None:
     })
     if distributed.is_main():
         storage.save(path, {
-            "fingerprint": identity,
+            "fingerprint": fingerprint,
             "model": run.model.state_dict(),
             "optimizer": run.optimizer.state_dict(),
             "history": run.history,
@@ -83,14 +98,14 @@ def save(path: Path, run: Run, identity: str) -> None:
         })
 
 
-def resume(path: Path, run: Run, identity: str, epochs: int) -> bool:
-    """Restore `run` from the checkpoint at `path` if it has this fingerprint and at most `epochs`
+def resume(path: Path, run: Run, fingerprint: str, epochs: int) -> bool:
+    """Restore `run` from the checkpoint at `path` if it has this `fingerprint` and at most `epochs`
     epochs; whether it did. Says on process 0 what it did with an existing checkpoint."""
     if not path.is_file():
         return False
     state = storage.load(path, "a training checkpoint", f"delete {path} to start over")
     done = len(state.get("history", []))
-    if state.get("fingerprint") != identity or done > epochs:
+    if state.get("fingerprint") != fingerprint or done > epochs:
         if distributed.is_main():
             print(f"{path} is from other params, code, data or more epochs: starting over")
         return False

@@ -33,11 +33,11 @@ def cpu_native_bf16(capability: str, avx512_bf16: bool, amx: bool) -> bool:
     return capability == "AVX512" and (avx512_bf16 or amx)
 
 
-def cpu_info(path: str | Path = "/proc/cpuinfo") -> dict[str, str]:
-    """The first processor's fields in `path` ('model name', 'flags', ...); {} where the file is
-    missing or unreadable (macOS, other systems without /proc). All cores of a machine report alike."""
+def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, str]:
+    """The first processor's fields in `cpuinfo` ('model name', 'flags', ...), as Linux writes them;
+    {} where the file is missing or unreadable (macOS). All cores of a machine report alike."""
     try:
-        text = Path(path).read_text()
+        text = Path(cpuinfo).read_text()
     except OSError:
         return {}
     fields = {}
@@ -51,14 +51,15 @@ def cpu_info(path: str | Path = "/proc/cpuinfo") -> dict[str, str]:
     return fields
 
 
-def cpu_flags(path: str | Path = "/proc/cpuinfo") -> set[str]:
-    """The CPU's feature flags ('avx2', 'avx512_bf16', 'amx_tile', ...); empty where `path` can't be read."""
-    return set(cpu_info(path).get("flags", "").split())
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags ('avx2', 'avx512_bf16', 'amx_tile', ...); empty where `cpuinfo` can't be
+    read or has no "flags" line (ARM says "Features")."""
+    return set(cpu_info(cpuinfo).get("flags", "").split())
 
 
-def cpu_name(path: str | Path = "/proc/cpuinfo") -> str:
+def cpu_name(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     """'AMD EPYC (family 26, model 2)': the model name with its family and model numbers; '' where unknown."""
-    info = cpu_info(path)
+    info = cpu_info(cpuinfo)
     numbers = f" (family {info['cpu family']}, model {info['model']})" if "cpu family" in info and "model" in info else ""
     return info.get("model name", "") + numbers
 
@@ -67,7 +68,7 @@ def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bf16 natively (CUDA with bf16, or a CPU as `cpu_native_bf16` says)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    flags = cpu_flags()
+    flags = cpu_flags()  # PyTorch has no public bf16 query for CPUs
     return cpu_native_bf16(torch.backends.cpu.get_cpu_capability(), "avx512_bf16" in flags, "amx_tile" in flags)
 
 

@@ -12,7 +12,7 @@ from typing import Iterable
 
 from tqdm import tqdm
 
-from .atomic import atomic_path
+from .storage import atomic_path
 from .errors import PipelineError
 from .idx import MNIST_FILES
 

@@ -5,8 +5,9 @@ class PipelineError(Exception):
     """An error the user can fix; stages print its message without a traceback."""
 
 
-class ConfigError(PipelineError):
-    """A setting out of its range; the message starts with the setting's key, e.g. 'train.lr: ...'."""
+class ConfigError(PipelineError, ValueError):
+    """A setting out of its range, so also a ValueError; the message starts with the setting's key,
+    e.g. 'train.lr: ...'."""
 
 
 def require(ok: bool, key: str, message: str) -> None:

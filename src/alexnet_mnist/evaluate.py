@@ -1,4 +1,5 @@
-"""Evaluation: batched inference with loss and predictions, and the accuracy summaries built from them."""
+"""Evaluation: batched inference with loss and predictions, the summaries and confusion rows built from them,
+and the images/s progress bar that training uses too."""
 
 from __future__ import annotations
 
@@ -7,7 +8,24 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .device import autocast
+from .errors import PipelineError
 from .model import AlexNet, to_input
+
+
+def progress_bar(images: int, label: str | None) -> tqdm:
+    """A progress bar over `images` images, in images/s, labelled `label`; None shows none."""
+    return tqdm(total=images, desc=label, unit="img", unit_scale=True, leave=False, mininterval=1.0,
+                disable=label is None)
+
+
+def check_normalization(model_path, normalization: dict, split_path, split: dict) -> None:
+    """Stop unless the model at `model_path` was trained on images normalized as the split at `split_path` is."""
+    if (split["mean"], split["std"]) != (normalization["mean"], normalization["std"]):
+        raise PipelineError(
+            f"{model_path} was trained on images normalized with mean {normalization['mean']}, std "
+            f"{normalization['std']}, but {split_path} uses mean {split['mean']}, std {split['std']}; "
+            f"rerun the pipeline so both match: dvc repro"
+        )
 
 
 @torch.inference_mode()
@@ -30,8 +48,7 @@ def predict(
     model.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     predictions = []
-    with tqdm(total=len(images), desc=progress, unit="img", unit_scale=True, leave=False, mininterval=1.0,
-              disable=progress is None) as bar:
+    with progress_bar(len(images), progress) as bar:
         for start in range(0, len(images), batch_size):
             x = images[start : start + batch_size].to(device, non_blocking=True)
             y = labels[start : start + batch_size].to(device, non_blocking=True)
@@ -59,3 +76,8 @@ def summarize(loss: float, predicted: torch.Tensor, labels: torch.Tensor, num_cl
         "samples": len(labels),
         "per_class_accuracy": per_class,
     }
+
+
+def confusion_rows(labels: torch.Tensor, predicted: torch.Tensor) -> list[dict]:
+    """{'actual', 'predicted'} per image, in the images' order (row i is image i)."""
+    return [{"actual": int(a), "predicted": int(p)} for a, p in zip(labels, predicted, strict=True)]

@@ -10,7 +10,7 @@ import numpy as np
 from .errors import PipelineError
 
 UBYTE = 0x08  # the only element type MNIST uses
-IMAGE_SIDE = 28  # pixels
+MNIST_SIDE = 28  # pixels per side of an MNIST image, as stored and as the prepared splits keep it
 
 # The standard names of the four MNIST files (uncompressed)
 TRAIN_IMAGES, TRAIN_LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
@@ -46,8 +46,8 @@ def parse_idx(data: bytes, ndim: int, name: str) -> np.ndarray:
 def read_images(path: Path) -> np.ndarray:
     """(N, 28, 28) uint8 images from an idx3 file."""
     images = parse_idx(Path(path).read_bytes(), 3, str(path))
-    if images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
-        raise IdxError(f"{path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28")
+    if images.shape[1:] != (MNIST_SIDE, MNIST_SIDE):
+        raise IdxError(f"{path}: images are {images.shape[1]}x{images.shape[2]}, expected {MNIST_SIDE}x{MNIST_SIDE}")
     return images
 
 

@@ -1,4 +1,5 @@
-"""Device memory: what a device has, the least a run needs there, and running out of it as one error line."""
+"""Device memory: what a device has, a process's share of a batch, the least a run needs there, and running
+out of it as one error line."""
 
 from __future__ import annotations
 
@@ -35,6 +36,11 @@ def _swap() -> int:
     except OSError:
         pass
     return 0
+
+
+def batch_share(batch_size: int, images: int, processes: int = 1) -> int:
+    """Images per batch on one process: its share of the global `batch_size`, or of all `images` when fewer."""
+    return -(-min(batch_size, images) // processes)  # ceil
 
 
 def footprint(config: ModelConfig, images: int, precision: str) -> tuple[int, int]:

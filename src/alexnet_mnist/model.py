@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,12 @@ IN_CHANNELS = 1  # grayscale digits
 NUM_CLASSES = 10  # digits 0-9
 
 
+def check_dropout(p: float) -> None:
+    """A dropout probability is in [0, 1): at 1 nothing would be kept, and the 1/(1-p) scale divides by zero.
+    Raises ConfigError (a ValueError) naming model.dropout, the one setting it comes from."""
+    require(0.0 <= p < 1.0, "model.dropout", f"must be in [0, 1), got {p}")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The network's shape: the `model` section of params.yaml, and what a model file stores."""
@@ -24,13 +30,9 @@ class ModelConfig:
     dropout: float  # probability, before each of the two hidden fully connected layers
 
     def __post_init__(self) -> None:
-        require(self.image_size >= MIN_IMAGE_SIZE, "model.image_size",
-                f"{self.image_size} is too small for AlexNet: the minimum is {MIN_IMAGE_SIZE} (the seed uses 227)")
-        require(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
+        require(self.image_size >= MIN_IMAGE_SIZE, "model.image_size", f"{self.image_size} is too small for AlexNet: "
+                f"the minimum is {MIN_IMAGE_SIZE} (the reference loop uses 227)")
+        check_dropout(self.dropout)
 
 class Dropout(nn.Module):
     """`nn.Dropout` in effect: in training, zero each element with probability p, scale the rest by 1/(1-p).
@@ -41,8 +43,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        check_dropout(p)
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ REMAKE = "rerun the train stage: dvc repro -f train"
 def save_model(path: Path, model: AlexNet, normalization: dict, summary: dict) -> None:
     """Write the weights with the model config and the input normalization they were trained with."""
     storage.save(path, {
-        "config": model.config.to_dict(),
+        "config": dataclasses.asdict(model.config),
         "state_dict": model.state_dict(),
         "normalization": normalization,  # {'mean', 'std'} of the 0..1 pixels, as in params data.*
         "train": summary,
@@ -24,10 +24,7 @@ def save_model(path: Path, model: AlexNet, normalization: dict, summary: dict) -
 
 def load_model(path: Path) -> tuple[AlexNet, dict]:
     """(model rebuilt from the file's own config, its normalization); errors name the file."""
-    saved = storage.load(path, "an AlexNet model file", REMAKE)
-    missing = {"config", "state_dict", "normalization"} - set(saved)
-    if missing:
-        raise PipelineError(f"{path}: lacks {', '.join(sorted(missing))}; {REMAKE}")
+    saved = storage.load(path, "an AlexNet model file", REMAKE, keys=("config", "state_dict", "normalization"))
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     config = saved["config"]
     if not isinstance(config, dict) or set(config) != fields:

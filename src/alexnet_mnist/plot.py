@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .atomic import atomic_path
+from .storage import atomic_path
 from .errors import PipelineError
 from .params import PlotParams
 

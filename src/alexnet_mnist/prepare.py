@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import storage
 from .errors import PipelineError
 from .params import DataParams
 
@@ -70,11 +69,3 @@ def split(
         "test": subset(test_images, test_labels, np.arange(test_size)),
     }
 
-
-def load_split(path) -> dict:
-    """A split saved by the prepare stage: {'images', 'labels', 'mean', 'std'}."""
-    split_ = storage.load(path, "a prepared MNIST split", "rerun the prepare stage: dvc repro prepare")
-    missing = {"images", "labels", "mean", "std"} - set(split_)
-    if missing:
-        raise PipelineError(f"{path}: lacks {', '.join(sorted(missing))}; rerun the prepare stage: dvc repro -f prepare")
-    return split_

@@ -4,44 +4,29 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from torch import nn
 
 from . import checkpoint as ckpt
 from . import distributed
 from .augment import random_affine
+from .checkpoint import Run
 from .device import autocast
 from .errors import PipelineError
-from .evaluate import predict
+from .evaluate import predict, progress_bar
 from .model import AlexNet, ModelConfig, to_input
 from .params import TrainParams
+from .storage import HISTORY_COLUMNS
 
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
 SYNC_EVERY = 50  # steps between host syncs, for the progress bar's loss and the NaN/inf check
 
 
 class DivergedError(PipelineError):
     pass
-
-
-@dataclass
-class Run:
-    """A training run in progress: what a checkpoint saves and a resume restores (checkpoint.py)."""
-
-    model: AlexNet
-    optimizer: torch.optim.Optimizer
-    shuffle: torch.Generator  # draws each epoch's permutation; lives on the CPU on every device
-    augment: torch.Generator  # draws the augmentation's rotations and shifts; CPU too
-    history: list[dict] = field(default_factory=list)
-
-    @property
-    def epoch(self) -> int:
-        return len(self.history)
 
 
 def start(config: ModelConfig, train_params: TrainParams, device: torch.device) -> Run:
@@ -62,10 +47,12 @@ def epoch_lr(train_params: TrainParams, epoch: int) -> float:
     return train_params.lr * train_params.lr_decay ** (epoch - 1)
 
 
-def train_epoch(run: Run, step_fn, images: torch.Tensor, labels: torch.Tensor, train_params: TrainParams,
+def train_epoch(run: Run, network: nn.Module, images: torch.Tensor, labels: torch.Tensor, train_params: TrainParams,
                 precision: str, progress: str | None = None) -> tuple[float, float]:
     """One pass over `images` in a seeded random order; returns (mean loss, accuracy).
 
+    `network` is the module each step runs: `run.model` itself, or it wrapped in
+    DistributedDataParallel and/or torch.compile (same weights, same optimizer).
     `progress` labels a progress bar in images/s; None shows none. With several processes, every
     process draws the same permutation (and augmentation) and takes every world-th image of each
     global batch of `batch_size`; scaling its summed loss by world/batch makes DDP's gradient
@@ -84,8 +71,7 @@ def train_epoch(run: Run, step_fn, images: torch.Tensor, labels: torch.Tensor, t
     correct = torch.zeros((), device=device, dtype=torch.long)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss
     steps = math.ceil(len(images) / batch_size)
-    with tqdm(total=len(images), desc=progress, unit="img", unit_scale=True, leave=False, mininterval=1.0,
-              disable=progress is None) as bar:
+    with progress_bar(len(images), progress) as bar:
         for step in range(steps):
             batch = order[step * batch_size : (step + 1) * batch_size]
             idx = batch[rank::world]  # this process's share of the global batch
@@ -96,7 +82,7 @@ def train_epoch(run: Run, step_fn, images: torch.Tensor, labels: torch.Tensor, t
                 x = to_input(images[idx], image_size)
             y = labels[idx]
             with autocast(device, precision):
-                logits = step_fn(x).float()
+                logits = network(x).float()
             loss = F.cross_entropy(logits, y, reduction="sum")
             optimizer.zero_grad(set_to_none=True)
             (loss * (world / len(batch))).backward()
@@ -172,24 +158,24 @@ def fit(
         raise PipelineError(f"params.yaml: train.batch_size: {train_params.batch_size} is the global batch and "
                             f"must be at least the {world} processes; raise it or lower train.nproc")
     run = start(config, train_params, device)
-    identity = ckpt.fingerprint(config, train_params, device.type, precision, inputs_digest, world)
+    fingerprint = ckpt.fingerprint(config, train_params, device.type, precision, inputs_digest, world)
     if checkpoint is not None:
-        ckpt.resume(checkpoint, run, identity, train_params.epochs)
+        ckpt.resume(checkpoint, run, fingerprint, train_params.epochs)
     images = train_set["images"].to(device)
     labels = train_set["labels"].to(device)
     val_images, val_labels = val_set["images"].to(device), val_set["labels"].to(device)
-    step_fn = run.model
+    network = run.model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        step_fn = DistributedDataParallel(run.model, device_ids=[device.index] if device.type == "cuda" else None)
+        network = DistributedDataParallel(run.model, device_ids=[device.index] if device.type == "cuda" else None)
     if train_params.compile:
-        step_fn = torch.compile(step_fn)
+        network = torch.compile(network)
     while run.epoch < train_params.epochs:
         epoch = run.epoch + 1
         label = f"epoch {epoch}/{train_params.epochs}"
         began = time.perf_counter()
-        train_loss, train_accuracy = train_epoch(run, step_fn, images, labels, train_params, precision,
+        train_loss, train_accuracy = train_epoch(run, network, images, labels, train_params, precision,
                                                  progress=label if main else None)
         seconds = time.perf_counter() - began
         val_loss, val_accuracy = validate(run.model, val_images, val_labels, train_params.batch_size, precision,
@@ -201,7 +187,7 @@ def fit(
                   f"val loss {val_loss:.4f} acc {val_accuracy:.4f} | {seconds:.1f}s, "
                   f"{len(images) / seconds:.0f} img/s", flush=True)
         if checkpoint is not None:
-            ckpt.save(checkpoint, run, identity)  # every process: it gathers their RNG states
+            ckpt.save(checkpoint, run, fingerprint)  # every process: it gathers their RNG states
         if main and on_epoch is not None:
             on_epoch(run)
     return run
