@@ -83,12 +83,12 @@ def compare(path: Path, model: AlexNet, images: torch.Tensor) -> dict:
     """Logits of the ONNX file at `path` (onnxruntime) against `model`'s (torch, fp32, CPU) on `images`,
     normalized (N, 1, 28, 28): the largest absolute difference and how often the predictions agree."""
     session, _ = open_session(path)
-    model = model.cpu().eval()
+    digits = Digits(model.cpu()).eval()
     largest, agree = 0.0, 0
     with torch.inference_mode():
         for start in range(0, len(images), BATCH):
             x = images[start : start + BATCH].float().contiguous()
-            expected = Digits(model)(x).numpy()
+            expected = digits(x).numpy()
             got = session.run([OUTPUT], {INPUT: x.numpy()})[0]
             largest = max(largest, float(np.abs(got - expected).max()))
             agree += int((got.argmax(1) == expected.argmax(1)).sum())

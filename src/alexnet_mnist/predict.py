@@ -21,8 +21,8 @@ ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 class Model:
     """A loaded model: its normalization and a function of (B, 1, 28, 28) float32 -> (B, 10) logits."""
 
-    def __init__(self, path: Path, kind: str, mean: float, std: float, logits: Callable[[np.ndarray], np.ndarray]):
-        self.path, self.kind, self.mean, self.std, self.logits = path, kind, mean, std, logits
+    def __init__(self, mean: float, std: float, logits: Callable[[np.ndarray], np.ndarray]):
+        self.mean, self.std, self.logits = mean, std, logits
 
     def probabilities(self, digits: np.ndarray) -> np.ndarray:
         """(N, 28, 28) uint8 digits, white on black -> (N, 10) float64 probabilities, BATCH at a time."""
@@ -81,7 +81,7 @@ def _load_torch(path: Path) -> Model:
     def logits(x: np.ndarray) -> np.ndarray:  # (B, 1, 28, 28) -> (B, 1, S, S) -> (B, 10)
         return model(to_input(torch.from_numpy(x), size)).float().numpy()
 
-    return Model(path, "torch", normalization["mean"], normalization["std"], logits)
+    return Model(normalization["mean"], normalization["std"], logits)
 
 
 def _load_onnx(path: Path) -> Model:
@@ -98,7 +98,7 @@ def _load_onnx(path: Path) -> Model:
     def logits(x: np.ndarray) -> np.ndarray:
         return session.run(None, {name: x})[0]
 
-    return Model(path, "onnxruntime", mean, std, logits)
+    return Model(mean, std, logits)
 
 
 def predict_files(model: Model, paths: list[Path]) -> Iterator[tuple[Path | None, np.ndarray | PipelineError]]:
