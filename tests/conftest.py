@@ -168,7 +168,7 @@ class Project:
             # they run is the code dvc hashes, and an edit in the project is an edit of what runs
             "PYTHONPATH": os.pathsep.join(filter(None, [str(path / "src"), os.environ.get("PYTHONPATH")])),
             "DVC_NO_ANALYTICS": "1",
-            "COLUMNS": "1000",  # wide enough that `dvc exp show` abbreviates nothing
+            "COLUMNS": "4000",  # wide enough that `dvc exp show` drops no column (its full table is about 2400 wide)
             "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
             "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
         }

@@ -34,7 +34,7 @@ def reproduced(tmp_path_factory):
 
 
 def test_repro_runs_every_stage_and_writes_every_output(reproduced):
-    assert ran(reproduced.first_repro) == ["download", "prepare", "train", "evaluate", "plot"]
+    assert ran(reproduced.first_repro) == ["download", "prepare", "train", "evaluate", "export", "plot"]
     for path in OUTPUTS:
         assert (reproduced.path / path).is_file(), path
     history = (reproduced.path / PATHS["history"]).read_text().splitlines()
@@ -73,10 +73,10 @@ def test_plot_styling_reruns_only_plot(reproduced):
 
 def test_experiments_rerun_from_train_and_compare(reproduced):
     a = reproduced.dvc("exp", "run", "-n", "exp-a", "-S", "train.epochs=2")
-    assert ran(a.stdout) == ["train", "evaluate", "plot"]
+    assert ran(a.stdout) == ["train", "evaluate", "export", "plot"]
     assert f"resuming from {PATHS['checkpoint']}: 1 of 2 epochs already done" in a.stdout
     b = reproduced.dvc("exp", "run", "-n", "exp-b", "-S", "train.lr=0.002")
-    assert ran(b.stdout) == ["train", "evaluate", "plot"]
+    assert ran(b.stdout) == ["train", "evaluate", "export", "plot"]
 
     shown = reproduced.dvc("exp", "show", "--no-pager").stdout
     assert "exp-a" in shown and "exp-b" in shown and "train.epochs" in shown and "accuracy" in shown

@@ -1,0 +1,59 @@
+"""Image files given to `alexnet-mnist predict`: folders expanded to their images, each file read with Pillow.
+
+Reading only: nothing is ever written beside the images. Each failure is a PipelineError naming
+the file, so the caller reports it on one line and goes on with the other files.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import PipelineError
+
+
+def image_suffixes() -> set[str]:
+    """File name endings Pillow can open ('.png', '.jpg', ...), lower case."""
+    return {suffix for suffix, name in Image.registered_extensions().items() if name in Image.OPEN}
+
+
+def expand(paths: list[Path]) -> list[Path | PipelineError]:
+    """Each path in order: a file as it is, a folder as its image files (sorted by name; not its
+    subfolders, hidden files, or files whose ending is no image format's). A path that does not
+    exist, or a folder without images, becomes the PipelineError to report in its place."""
+    suffixes = image_suffixes()
+    found: list[Path | PipelineError] = []
+    for path in paths:
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir()
+                           if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes)
+            found.extend(files or [PipelineError(f"{path}: folder holds no image files "
+                                                 f"(.png, .jpg, .bmp, .gif, .webp, .tif, ...)")])
+        elif path.exists():
+            found.append(path)
+        else:
+            found.append(PipelineError(f"{path}: not found; give an image file or a folder of images"))
+    return found
+
+
+def read_image(path: Path) -> Image.Image:
+    """The image in `path`, fully decoded (its first frame), turned upright as its EXIF orientation says.
+
+    Raises PipelineError naming the file when it is no image Pillow reads, is truncated, or
+    declares more pixels than Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS; above it
+    Pillow only warns up to twice the limit, here both are errors).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return ImageOps.exif_transpose(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise PipelineError(f"{path}: image too large to read safely ({e}); give a smaller image") from None
+    except UnidentifiedImageError:
+        raise PipelineError(f"{path}: not an image Pillow can read (PNG, JPEG, BMP, GIF, WebP, TIFF, ...)") from None
+    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupted data; unreadable file
+        raise PipelineError(f"{path}: cannot be read as an image ({e}); the file may be truncated or damaged") from None
