@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import storage
 from .errors import PipelineError
 from .model import AlexNet, to_input
 
@@ -104,3 +105,13 @@ def check(path: Path, comparison: dict) -> None:
             f"{path}: onnxruntime's logits differ from torch's by up to {difference:.3g} on "
             f"{comparison['images']} test images, over the tolerance {TOLERANCE:g}; the export is wrong: "
             f"check the model code and onnx/onnxruntime versions, then {REMAKE}")
+
+
+def export_checked(model: AlexNet, normalization: dict, images: torch.Tensor, path: Path) -> dict:
+    """Export `model` to `path`, atomically, only once its logits agree with torch's on `images`
+    (normalized test digits); the comparison. On a failed check the old file stays."""
+    with storage.atomic_path(path) as tmp:
+        export(model, normalization, tmp)
+        comparison = compare(tmp, model, images)
+        check(path, comparison)
+    return comparison
