@@ -30,8 +30,8 @@ def activations(shape, dtype=torch.float32, channels_last=True, seed=0):
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-SEVERAL_BLOCKS = (4, 96, 40, 40)  # 6,400 pixels of 96 channels: more than two blocks of BLOCK_ELEMENTS
-assert 2 * BLOCK_ELEMENTS < 40 * 40 * 4 * 96 < 3 * BLOCK_ELEMENTS
+SEVERAL_BLOCKS = (8, 96, 40, 40)  # 12,800 pixels of 96 channels: two blocks of BLOCK_ELEMENTS and part of a third
+assert 2 * BLOCK_ELEMENTS < 8 * 96 * 40 * 40 < 3 * BLOCK_ELEMENTS
 
 
 @pytest.mark.parametrize("shape", [(4, 96, 13, 13), (2, 7, 5, 5), (2, 3, 4, 4)])
@@ -64,7 +64,9 @@ def test_bf16_is_the_float64_result_rounded_once_to_bf16():
     # one rounding to bf16 (8 significant bits) is at most half a unit in the last place: 2**-8 of the value
     half_ulp = 2.0**-8
     torch.testing.assert_close(out.double(), ref, rtol=half_ulp * 1.001, atol=0)
-    torch.testing.assert_close(dx.double(), ref_dx, rtol=half_ulp * 1.001, atol=0)
+    # the gradient's two terms can cancel: where they do, float32 rounding of the terms (~1e-7 of the
+    # largest gradient) outweighs the rounding of the small result
+    torch.testing.assert_close(dx.double(), ref_dx, rtol=half_ulp * 1.001, atol=1e-6 * ref_dx.abs().max().item())
 
 
 def test_other_constants_even_size_and_gradcheck():

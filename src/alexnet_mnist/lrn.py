@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# values per block on the CPU: 6 float32 temporaries of this size (~6 MiB) stay in a 2-core CPU's
-# caches, and at 2**18 values the dozen PyTorch calls per block cost little next to the arithmetic
-BLOCK_ELEMENTS = 1 << 18
+# values per block on the CPU: the block's six float32 temporaries (12 MiB) stay in the last-level
+# cache, and the dozen PyTorch calls per block cost little next to its arithmetic (the size was
+# chosen by timing the LRN alone at AlexNet's shapes, BENCHMARKS.md)
+BLOCK_ELEMENTS = 1 << 19
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
