@@ -95,6 +95,12 @@ def reference_loop(job, config, params, device, warmup, steps, eval_batch) -> tu
     return seconds, seen["n"] / evaluation
 
 
+def timed_steps(steps_at_227: int, size: int) -> int:
+    """Steps to time at `size`: `steps_at_227` scaled by the FLOPs of a 227x227 step over a `size` one."""
+    flops = {s: sum(flop_counts(train_settings(s)[0])["Global"].values()) for s in (227, size)}
+    return max(steps_at_227, round(steps_at_227 * flops[227] / flops[size]))
+
+
 def training_images(root: Path) -> int:
     """Training images of the default config: the training file's, less params.yaml's validation hold-out."""
     from alexnet_mnist.idx import TRAIN_LABELS, read_labels
@@ -159,7 +165,8 @@ def report(args, sizes: list[int], results: dict[int, dict[str, list[dict]]], ep
         *cpu_lines(project_precision, device),
         f"Command: `{' '.join([*caps, 'python', 'benchmarks/train_speed.py', *sys.argv[1:]])}`",
         f"Timing: {args.rounds} fresh processes per loop and size, the loops alternating; in each, {args.warmup} "
-        f"warm-up steps, {args.steps} timed training steps, then {args.eval_images} test images evaluated after a "
+        f"warm-up steps, then {', '.join(f'{timed_steps(args.steps, s)} timed training steps at {s}x{s}' for s in sizes)}, "
+        f"then {args.eval_images} test images evaluated after a "
         "warm-up batch, then the peak candidates. Medians over the processes.",
         "", *speed, "", "Ratios of the medians:", *ratios, "",
         "Peak candidates, GFLOP/s in the loop's precision (median over its processes); MFU divides by the best:",
@@ -176,7 +183,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="227,67", help="image sizes, comma-separated")
     parser.add_argument("--loops", default="reference,band,project",
                         help=f"loops to time, comma-separated, of: {', '.join(LOOPS)} (compile: under torch.compile)")
-    parser.add_argument("--steps", type=int, default=10, help="timed training steps (of train.batch_size) per process")
+    parser.add_argument("--steps", type=int, default=10,
+                        help="timed training steps per process at 227x227; a smaller size times as many more steps as "
+                             "its step has fewer FLOPs, so that every timing lasts about as long")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (the allocator settles in ~5)")
     parser.add_argument("--rounds", type=int, default=3, help="fresh processes per loop and size; the median counts")
     parser.add_argument("--eval-images", type=int, default=1000, help="test images timed for evaluation")
@@ -196,10 +205,11 @@ def main() -> None:
     results = {}
     for size in sizes:
         results[size] = {loop: [] for loop in loops}
+        steps = timed_steps(args.steps, size)
         for _ in range(args.rounds):  # alternating, so that a drift of the machine's speed hits every loop alike
             for loop in loops:
                 job = {"loop": loop, "size": size, "device": args.device, "precision": args.precision, "root": root,
-                       "steps": args.steps, "warmup": args.warmup, "eval_images": args.eval_images}
+                       "steps": steps, "warmup": args.warmup, "eval_images": args.eval_images}
                 results[size][loop].append(spawn(Path(__file__), job))
                 print(f"{size} {loop}: {results[size][loop][-1]}", file=sys.stderr, flush=True)
     text = report(args, sizes, results, training_images(Path(root)))
