@@ -27,8 +27,8 @@ def test_train_and_evaluate_stage_errors(project):
     # Evaluate before any model exists
     assert f"{PATHS['model']}: not found; rerun the train stage" in fail_line(project.stage("evaluate"))
 
-    # Diverging loss: inputs scaled by 1e30 overflow to inf; no model is written
-    project.write_params(tiny_params(data={"std": 1e-30}))
+    # Diverging loss: inputs divided by std 1e-40 overflow to inf; no model is written
+    project.write_params(tiny_params(data={"std": 1e-40}))
     assert project.stage("prepare").returncode == 0
     line = fail_line(project.stage("train"))
     assert "NaN or infinite at epoch 1, step 1 of" in line and "lower train.lr" in line
