@@ -13,8 +13,8 @@ import numpy as np
 from PIL import Image
 
 from .errors import PipelineError
+from .idx import MNIST_SIDE
 
-SIDE = 28  # pixels per side of an MNIST image
 BOX = 20  # pixels: the longer side of the digit inside the frame
 NOISE_SIGMAS = 4.0  # background noise removed: up to this many standard deviations of the border's noise
 CROP_LEVEL = 0.05  # ink above this fraction of the strongest ink counts for the crop
@@ -93,7 +93,7 @@ def scale(ink_: np.ndarray, box: int = BOX) -> np.ndarray:
     return np.clip(np.asarray(resized, dtype=np.float64), 0.0, 1.0)
 
 
-def center(ink_: np.ndarray, side: int = SIDE) -> np.ndarray:
+def center(ink_: np.ndarray, side: int = MNIST_SIDE) -> np.ndarray:
     """Place in a side x side frame with the centre of mass at the frame's centre (whole-pixel
     shift, as MNIST's); ink shifted past the frame's edge is cut off."""
     rows, cols = np.indices(ink_.shape)

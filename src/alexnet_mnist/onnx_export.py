@@ -16,7 +16,8 @@ from torch import nn
 
 from . import storage
 from .errors import PipelineError
-from .model import AlexNet, to_input
+from .idx import MNIST_SIDE
+from .model import AlexNet, NUM_CLASSES, to_input
 
 INPUT, OUTPUT = "digits", "logits"
 METADATA = ("mean", "std", "image_size", "input")  # the metadata_props keys every export carries
@@ -47,7 +48,7 @@ def export(model: AlexNet, normalization: dict, path: Path) -> None:
     input size and what the input is.
     """
     model = model.cpu().eval()
-    sample = torch.zeros(2, 1, 28, 28)
+    sample = torch.zeros(2, 1, MNIST_SIDE, MNIST_SIDE)
     with torch.no_grad():
         program = torch.onnx.export(Digits(model).eval(), (sample,), dynamo=True, verbose=False,
                                     input_names=[INPUT], output_names=[OUTPUT],
@@ -75,7 +76,8 @@ def open_session(path: Path):
         raise PipelineError(f"{path}: cannot be read as an ONNX model ({message}); {REMAKE}") from None
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1 or inputs[0].shape[1:] != [1, 28, 28] or len(outputs) != 1 or outputs[0].shape[1:] != [10]:
+    if len(inputs) != 1 or inputs[0].shape[1:] != [1, MNIST_SIDE, MNIST_SIDE] or len(outputs) != 1 \
+            or outputs[0].shape[1:] != [NUM_CLASSES]:
         raise PipelineError(f"{path}: an ONNX model, but not of (B, 1, 28, 28) digits to (B, 10) logits; {REMAKE}")
     return session, metadata
 
