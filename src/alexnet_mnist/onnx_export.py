@@ -76,9 +76,11 @@ def open_session(path: Path):
         raise PipelineError(f"{path}: cannot be read as an ONNX model ({message}); {REMAKE}") from None
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1 or inputs[0].shape[1:] != [1, MNIST_SIDE, MNIST_SIDE] or len(outputs) != 1 \
-            or outputs[0].shape[1:] != [NUM_CLASSES]:
-        raise PipelineError(f"{path}: an ONNX model, but not of (B, 1, 28, 28) digits to (B, 10) logits; {REMAKE}")
+    expected_input, expected_output = [1, MNIST_SIDE, MNIST_SIDE], [NUM_CLASSES]  # past the batch dimension
+    if len(inputs) != 1 or inputs[0].shape[1:] != expected_input or len(outputs) != 1 \
+            or outputs[0].shape[1:] != expected_output:
+        raise PipelineError(f"{path}: an ONNX model, but not of (B, {', '.join(map(str, expected_input))}) digits "
+                            f"to (B, {NUM_CLASSES}) logits; {REMAKE}")
     return session, metadata
 
 
