@@ -95,6 +95,19 @@ def test_top_and_json(untrained, good_digits):
         assert o["digit"] == int(np.argmax(o["probabilities"]))
 
 
+def test_a_reader_that_stops_early_ends_the_command_quietly(untrained, good_digits):
+    """`alexnet-mnist predict folder | head -1`: the closed pipe stops the command without a traceback."""
+    many = [str(good_digits)] * 200  # more lines than a pipe buffers, so a write meets the closed pipe
+    with subprocess.Popen([str(BIN / "alexnet-mnist"), "predict", *many, "--model", str(untrained)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as command:
+        first = command.stdout.readline()
+        command.stdout.close()
+        err = command.stderr.read()
+        status = command.wait(timeout=300)
+    assert LINE.match(first.rstrip("\n")), first
+    assert err == "" and status == 141, (status, err)  # 128 + SIGPIPE, as `yes | head -1` ends
+
+
 BAD_IMAGES = {
     "missing": ("missing.png", "not found; give an image file or a folder of images"),
     "not an image": ("notes.png", "not an image Pillow can read"),

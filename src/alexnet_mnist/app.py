@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from .errors import PipelineError
+
+PIPE_CLOSED = 141  # exit status: 128 + SIGPIPE, as the shell reports a command killed by a closed pipe
 
 PREDICT = """\
 Predict the digit in each image: PNG, JPEG, BMP, GIF, WebP, TIFF, ..., any size, one digit per image,
@@ -42,6 +45,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:  # the reader stopped early (`| head`): end quietly, as a command killed by SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush must not fail again
+        sys.exit(PIPE_CLOSED)
 
 
 def run_predict(paths: list[Path], model_path: Path | None, top: int, as_json: bool) -> int:
