@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 # every file the pipeline writes: the raw files, then each path dvc.yaml names (the checkpoint too)
 OUTPUTS = [f"{PATHS['raw']}/{name}" for name in MNIST_FILES] + [path for key, path in PATHS.items()
                                                                  if key not in ("raw", "checksums")]
-
+DEFAULT_LR = tiny_params()["train"]["lr"]  # params.yaml's, which the test projects start from
 
 README_KEEP = r"Experiment|Created|^accuracy|^loss|val_accuracy|seconds|^model\.|^train\.(epochs|lr|batch_size|seed)|data.train_size"
 
@@ -91,7 +91,7 @@ def test_experiments_rerun_from_train_and_compare(reproduced):
     assert json.loads(reproduced.dvc("params", "diff", "HEAD", "exp-a", "--json").stdout) == {
         "params.yaml": {"train.epochs": {"old": 1, "new": 2, "diff": 1}}}
     assert json.loads(reproduced.dvc("params", "diff", "exp-a", "exp-b", "--json").stdout) == {
-        "params.yaml": {"train.lr": {"old": 0.001, "new": 0.002, "diff": 0.001}}}
+        "params.yaml": {"train.lr": {"old": DEFAULT_LR, "new": 0.002, "diff": pytest.approx(0.002 - DEFAULT_LR)}}}
     assert "accuracy" in reproduced.dvc("metrics", "diff", "exp-a", "exp-b").stdout
 
     reproduced.dvc("plots", "diff", "exp-a", "exp-b", "-o", "dvc_plots")
@@ -126,6 +126,6 @@ def test_two_queued_experiments_run_in_parallel_with_their_own_results(tmp_path)
             found[exp["name"]] = (data["params"]["params.yaml"]["data"]["train"],
                                   data["metrics"][PATHS["eval_metrics"]]["data"])
     assert found["q-lr"][0]["lr"] == 0.002 and found["q-lr"][0]["seed"] == 42
-    assert found["q-seed"][0]["seed"] == 5 and found["q-seed"][0]["lr"] == 0.001
+    assert found["q-seed"][0]["seed"] == 5 and found["q-seed"][0]["lr"] == DEFAULT_LR
     assert found["q-lr"][1]["samples"] == found["q-seed"][1]["samples"] == 100
     assert found["q-lr"][1] != found["q-seed"][1]  # each trained its own model
