@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import gzip
 import hashlib
+import json
 import os
 import re
 import resource
@@ -15,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +193,26 @@ class Project:
 
     def write_params(self, params: dict) -> None:
         (self.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def wait_for_queue(self, timeout: float = 600) -> str:
+        """Wait until `dvc queue` has nothing queued or running; its last `dvc queue status`."""
+        deadline = time.time() + timeout
+        while "Queued" in (status := self.dvc("queue", "status").stdout) or "Running" in status:
+            if time.time() > deadline:
+                raise AssertionError(f"dvc queue still busy after {timeout} s:\n{status}")
+            time.sleep(2)
+        return status
+
+    def experiments(self) -> dict[str, tuple[dict, dict]]:
+        """Each experiment's name -> (its params.yaml, its metrics by file), from `dvc exp show --json`."""
+        found = {}
+        for commit in json.loads(self.dvc("exp", "show", "--json").stdout):
+            for exp in commit.get("experiments") or []:
+                (revision,) = exp["revs"]
+                data = revision["data"]
+                found[exp["name"]] = (data["params"]["params.yaml"]["data"],
+                                      {path: metrics["data"] for path, metrics in data["metrics"].items()})
+        return found
 
 
 @functools.cache

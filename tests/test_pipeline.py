@@ -1,14 +1,17 @@
 """End to end: the real dvc CLI on a temp git repo of this project, tiny params, made-up MNIST files."""
 
 import csv
+import itertools
 import json
-import time
+import shlex
 from pathlib import Path
 
 import pytest
 
 from alexnet_mnist.idx import MNIST_FILES
-from conftest import PATHS, make_project, ran, tiny_params, write_mnist
+import yaml
+
+from conftest import PATHS, ROOT, make_project, ran, tiny_params, write_mnist
 
 pytestmark = pytest.mark.slow
 
@@ -110,22 +113,59 @@ def test_two_queued_experiments_run_in_parallel_with_their_own_results(tmp_path)
     project.dvc("exp", "run", "--queue", "-n", "q-lr", "-S", "train.lr=0.002")
     project.dvc("exp", "run", "--queue", "-n", "q-seed", "-S", "train.seed=5")
     project.dvc("queue", "start", "-j", "2")
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        status = project.dvc("queue", "status").stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(2)
+    status = project.wait_for_queue()
     assert status.count("Success") == 2, status
-    rows = json.loads(project.dvc("exp", "show", "--json").stdout)
-    found = {}
-    for commit in rows:
-        for exp in commit.get("experiments") or []:
-            (revision,) = exp["revs"]
-            data = revision["data"]
-            found[exp["name"]] = (data["params"]["params.yaml"]["data"]["train"],
-                                  data["metrics"][PATHS["eval_metrics"]]["data"])
+    found = {name: (params["train"], metrics[PATHS["eval_metrics"]])
+             for name, (params, metrics) in project.experiments().items()}
     assert found["q-lr"][0]["lr"] == 0.002 and found["q-lr"][0]["seed"] == 42
     assert found["q-seed"][0]["seed"] == 5 and found["q-seed"][0]["lr"] == DEFAULT_LR
     assert found["q-lr"][1]["samples"] == found["q-seed"][1]["samples"] == 100
     assert found["q-lr"][1] != found["q-seed"][1]  # each trained its own model
+
+
+def readme_command(start: str) -> list[str]:
+    """README.md's one command line that starts with `start`, split as the shell would (comment dropped)."""
+    lines = [line.strip() for line in (ROOT / "README.md").read_text().splitlines() if line.strip().startswith(start)]
+    assert len(lines) == 1, f"README.md has {len(lines)} lines starting {start!r}, expected 1"
+    return shlex.split(lines[0], comments=True)
+
+
+def set_values(command: list[str]) -> dict[str, list]:
+    """Each `-S key=a,b` of a `dvc exp run` command: key -> [a, b], parsed as YAML as DVC does."""
+    pairs = [command[i + 1].split("=", 1) for i, arg in enumerate(command) if arg == "-S"]
+    return {key: [yaml.safe_load(value) for value in values.split(",")] for key, values in pairs}
+
+
+def test_readme_reference_recipe_and_sweep_run_as_written(tmp_path):
+    checksums = write_mnist(tmp_path / "mirror")
+    project = make_project(tmp_path / "p", tmp_path / "mirror", checksums, tiny_params())
+    project.dvc("repro")
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-qm", "baseline")
+
+    reference = readme_command("dvc exp run -n reference-recipe")
+    project.dvc(*reference[1:])
+    sweep = readme_command("dvc exp run --queue")
+    project.dvc(*sweep[1:])
+    project.dvc(*readme_command("dvc queue start")[1:])
+    status = project.wait_for_queue()
+    grid = set_values(sweep)
+    size = len(list(itertools.product(*grid.values())))
+    assert size > 1 and status.count("Success") == size, status
+
+    found = project.experiments()
+    params, metrics = found.pop("reference-recipe")
+    # the original tutorial's loop: Adam at a constant lr of 0.001, no augmentation
+    assert {key: params["train"][key] for key in ("lr", "lr_decay", "shift", "rotate")} == {
+        "lr": 0.001, "lr_decay": 1.0, "shift": 0.0, "rotate": 0.0}
+    assert metrics[PATHS["eval_metrics"]]["samples"] == 100
+
+    def value(params: dict, key: str):
+        section, name = key.split(".")
+        return params[section][name]
+    ran_grid = sorted(tuple(value(params, key) for key in grid) for params, _ in found.values())
+    assert ran_grid == sorted(itertools.product(*grid.values()))
+    assert all(PATHS["eval_metrics"] in metrics for _, metrics in found.values())
+
+    shown = project.dvc(*readme_command("dvc exp show --only-changed")[1:]).stdout
+    assert "reference-recipe" in shown and "val_accuracy" in shown
