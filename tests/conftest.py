@@ -139,6 +139,14 @@ def deep_update(base: dict, changes: dict) -> dict:
     return base
 
 
+def params_at(params: dict, dotted: str):
+    """params["train"]["lr"] for "train.lr": a key as dvc.lock and `-S` spell it."""
+    value = params
+    for key in dotted.split("."):
+        value = value[key]
+    return value
+
+
 def tiny_params(**changes) -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     deep_update(params, TINY)

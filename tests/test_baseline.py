@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import PATHS, ROOT, Project
+from conftest import PATHS, ROOT, Project, params_at
 
 pytestmark = pytest.mark.slow  # clones this repository
 
@@ -18,13 +18,6 @@ def clone(tmp_path_factory) -> Project:
     tmp = tmp_path_factory.mktemp("baseline")
     subprocess.run(["git", "clone", "-q", str(ROOT), str(tmp / "clone")], check=True)
     return Project(tmp / "clone", tmp / "no-mirror")  # nothing to download from: nothing here may run
-
-
-def params_at(params: dict, dotted: str):
-    value = params
-    for key in dotted.split("."):
-        value = value[key]
-    return value
 
 
 def test_dvc_metrics_show_prints_the_baseline_test_accuracy(clone):

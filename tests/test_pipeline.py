@@ -11,7 +11,7 @@ import pytest
 from alexnet_mnist.idx import MNIST_FILES
 import yaml
 
-from conftest import PATHS, ROOT, make_project, ran, tiny_params, write_mnist
+from conftest import PATHS, ROOT, Project, make_project, params_at, ran, tiny_params, write_mnist
 
 pytestmark = pytest.mark.slow
 
@@ -26,11 +26,14 @@ README_KEEP = r"Experiment|Created|^accuracy|^loss|val_accuracy|seconds|^model\.
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory):
     """A project after one `dvc repro`, committed with its dvc.lock and metrics."""
-    tmp = tmp_path_factory.mktemp("pipeline")
+    return committed_run(tmp_path_factory.mktemp("pipeline"))
+
+
+def committed_run(tmp: Path) -> Project:
+    """A tiny project in `tmp` after one `dvc repro` (its output in .first_repro), committed with its results."""
     checksums = write_mnist(tmp / "mirror")
     project = make_project(tmp / "project", tmp / "mirror", checksums, tiny_params())
-    result = project.dvc("repro")
-    project.first_repro = result.stdout
+    project.first_repro = project.dvc("repro").stdout
     project.run("git", "add", "-A")
     project.run("git", "commit", "-qm", "baseline run")
     return project
@@ -105,11 +108,7 @@ def test_experiments_rerun_from_train_and_compare(reproduced):
 
 
 def test_two_queued_experiments_run_in_parallel_with_their_own_results(tmp_path):
-    checksums = write_mnist(tmp_path / "mirror")
-    project = make_project(tmp_path / "p", tmp_path / "mirror", checksums, tiny_params())
-    project.dvc("repro")
-    project.run("git", "add", "-A")
-    project.run("git", "commit", "-qm", "baseline")
+    project = committed_run(tmp_path)
     project.dvc("exp", "run", "--queue", "-n", "q-lr", "-S", "train.lr=0.002")
     project.dvc("exp", "run", "--queue", "-n", "q-seed", "-S", "train.seed=5")
     project.dvc("queue", "start", "-j", "2")
@@ -137,11 +136,7 @@ def set_values(command: list[str]) -> dict[str, list]:
 
 
 def test_readme_reference_recipe_and_sweep_run_as_written(tmp_path):
-    checksums = write_mnist(tmp_path / "mirror")
-    project = make_project(tmp_path / "p", tmp_path / "mirror", checksums, tiny_params())
-    project.dvc("repro")
-    project.run("git", "add", "-A")
-    project.run("git", "commit", "-qm", "baseline")
+    project = committed_run(tmp_path)
 
     reference = readme_command("dvc exp run -n reference-recipe")
     project.dvc(*reference[1:])
@@ -160,10 +155,7 @@ def test_readme_reference_recipe_and_sweep_run_as_written(tmp_path):
         "lr": 0.001, "lr_decay": 1.0, "shift": 0.0, "rotate": 0.0}
     assert metrics[PATHS["eval_metrics"]]["samples"] == 100
 
-    def value(params: dict, key: str):
-        section, name = key.split(".")
-        return params[section][name]
-    ran_grid = sorted(tuple(value(params, key) for key in grid) for params, _ in found.values())
+    ran_grid = sorted(tuple(params_at(params, key) for key in grid) for params, _ in found.values())
     assert ran_grid == sorted(itertools.product(*grid.values()))
     assert all(PATHS["eval_metrics"] in metrics for _, metrics in found.values())
 
