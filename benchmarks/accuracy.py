@@ -28,8 +28,9 @@ def measure(job: dict) -> list[float]:
     device = dev.resolve_device(job["device"])
     project = job["loop"] == "project"
     precision = dev.resolve_precision("auto", device) if project else "fp32"
-    config, params = train_settings(job["size"], device=job["device"], precision=precision, seed=job["seed"],
-                                    epochs=job["epochs"])
+    config, params = train_settings(
+        job["size"], device=job["device"], precision=precision, seed=job["seed"], epochs=job["epochs"]
+    )
     torch.manual_seed(params.seed)
     root = Path(job["root"])
     if project:
@@ -74,12 +75,21 @@ def main() -> None:
     found = {"reference": [], "project": []}  # loop -> per seed -> accuracy after each epoch
     for seed in seeds:
         for loop in found:
-            job = {"loop": loop, "seed": seed, "size": args.size, "epochs": args.epochs, "device": args.device,
-                   "train_size": args.train_size, "root": root}
+            job = {
+                "loop": loop,
+                "seed": seed,
+                "size": args.size,
+                "epochs": args.epochs,
+                "device": args.device,
+                "train_size": args.train_size,
+                "root": root,
+            }
             found[loop].append(spawn(Path(__file__), job))
             print(f"{loop} seed {seed}: {found[loop][-1]}", file=sys.stderr, flush=True)
-    print(f"Command: `python benchmarks/accuracy.py {' '.join(sys.argv[1:])}`; test accuracy in %, mean over "
-          f"seeds {args.seeds} (each seed's in brackets):\n")
+    print(
+        f"Command: `python benchmarks/accuracy.py {' '.join(sys.argv[1:])}`; test accuracy in %, mean over "
+        f"seeds {args.seeds} (each seed's in brackets):\n"
+    )
     print("| after epoch | reference loop (fp32) | project loop | difference (points) |\n|---:|---|---|---:|")
     for epoch in range(args.epochs):
         cells, means = [], []

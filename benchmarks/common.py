@@ -26,8 +26,9 @@ def settings():
     from alexnet_mnist.model import ModelConfig
     from alexnet_mnist.params import DataParams, EvaluateParams, TrainParams, load_params
 
-    return load_params(ROOT / "params.yaml", data=DataParams, model=ModelConfig, train=TrainParams,
-                       evaluate=EvaluateParams)
+    return load_params(
+        ROOT / "params.yaml", data=DataParams, model=ModelConfig, train=TrainParams, evaluate=EvaluateParams
+    )
 
 
 def train_settings(size: int, **changes):
@@ -39,6 +40,7 @@ def train_settings(size: int, **changes):
 
 
 # ---------------------------------------------------------------- data
+
 
 def raw_folder(scratch: Path) -> Path:
     """`scratch`, holding the verified MNIST files as torchvision's MNIST reads them (MNIST/raw/<name>)."""
@@ -58,11 +60,13 @@ def mnist_splits(root: Path, train_size: int | None = None) -> dict:
 
     raw = Path(root) / "MNIST" / "raw"
     data = dataclasses.replace(settings()[0], train_size=train_size, test_size=None)
-    return split(*read_pair(raw / TRAIN_IMAGES, raw / TRAIN_LABELS), *read_pair(raw / TEST_IMAGES, raw / TEST_LABELS),
-                 data)
+    return split(
+        *read_pair(raw / TRAIN_IMAGES, raw / TRAIN_LABELS), *read_pair(raw / TEST_IMAGES, raw / TEST_LABELS), data
+    )
 
 
 # ---------------------------------------------------------------- timing
+
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -103,15 +107,19 @@ def spawn(script: Path, job: dict) -> dict:
 
 # ---------------------------------------------------------------- FLOPs and the peak
 
+
 def reference_model(config) -> nn.Module:
     """The network as the original tutorial builds it: the project's AlexNet with torch.nn's own LRN and dropout."""
     from alexnet_mnist.lrn import LocalResponseNorm
     from alexnet_mnist.model import AlexNet, Dropout
 
-    return swap_layers(AlexNet(config), {
-        LocalResponseNorm: lambda m: nn.LocalResponseNorm(m.size, m.alpha, m.beta, m.k),
-        Dropout: lambda m: nn.Dropout(m.p),
-    })
+    return swap_layers(
+        AlexNet(config),
+        {
+            LocalResponseNorm: lambda m: nn.LocalResponseNorm(m.size, m.alpha, m.beta, m.k),
+            Dropout: lambda m: nn.Dropout(m.p),
+        },
+    )
 
 
 def swap_layers(model: nn.Module, makers: dict) -> nn.Module:
@@ -174,6 +182,7 @@ def peak_candidates(device: torch.device, precision: str, config, batch: int) ->
 
 # ---------------------------------------------------------------- the band-matrix LRN, the "before" of the comparison
 
+
 class BandLocalResponseNorm(nn.Module):
     """The project's LRN until it moved to lrn.py: the window sum as one float32 matrix product with a
     (C, C) 0/1 band matrix (O(C^2) per pixel), whole-tensor copies to and from float32. Same math."""
@@ -228,10 +237,13 @@ ISA_ENV = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS
 
 def onednn_isa() -> str:
     """The instruction set oneDNN runs on in a process of this environment, as its verbose mode reports it."""
-    code = ("import torch; x = torch.randn(2, 16, 32, 32).to(memory_format=torch.channels_last); "
-            "torch.nn.functional.conv2d(x, torch.randn(16, 16, 3, 3).to(memory_format=torch.channels_last))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "ONEDNN_VERBOSE": "1"})
+    code = (
+        "import torch; x = torch.randn(2, 16, 32, 32).to(memory_format=torch.channels_last); "
+        "torch.nn.functional.conv2d(x, torch.randn(16, 16, 3, 3).to(memory_format=torch.channels_last))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "ONEDNN_VERBOSE": "1"}
+    )
     found = [line.split(",isa:", 1)[1] for line in out.stdout.splitlines() if ",isa:" in line]
     return found[0].strip() if found else "not reported"
 
@@ -246,15 +258,23 @@ def cpu_lines(precision: str, device: torch.device) -> list[str]:
         return ("yes" if flag in flags else "no") if flags else "not reported"
 
     caps = ", ".join(f"{key}={os.environ.get(key, 'unset')}" for key in ISA_ENV)
-    lines = [f"CPU: {cpu_name() or platform.machine()}; hardware flags (/proc/cpuinfo): AVX512-BF16 "
-             f"{has('avx512_bf16')}, AMX {has('amx_tile')}; kernels: ATen {torch.backends.cpu.get_cpu_capability()}, "
-             f"oneDNN {onednn_isa()}; {caps}."]
+    lines = [
+        f"CPU: {cpu_name() or platform.machine()}; hardware flags (/proc/cpuinfo): AVX512-BF16 "
+        f"{has('avx512_bf16')}, AMX {has('amx_tile')}; kernels: ATen {torch.backends.cpu.get_cpu_capability()}, "
+        f"oneDNN {onednn_isa()}; {caps}."
+    ]
     if any(os.environ.get(key) for key in ISA_ENV) and device.type == "cpu" and precision == "bf16":
-        lines.append("Note: the instruction sets are capped but the project loop ran bf16, which a CPU without "
-                     "native bf16 does not (precision auto picks fp32 there); add --precision fp32 for its path.")
-    if os.environ.get("ONEDNN_MAX_CPU_ISA") and not os.environ.get("MKL_ENABLE_INSTRUCTIONS") \
-            and torch.backends.mkl.is_available():
-        lines.append("Note: fp32 matrix products (fully connected layers, the fp32 matmul candidates) run in MKL, "
-                     "which ONEDNN_MAX_CPU_ISA does not cap; set MKL_ENABLE_INSTRUCTIONS as well.")
+        lines.append(
+            "Note: the instruction sets are capped but the project loop ran bf16, which a CPU without "
+            "native bf16 does not (precision auto picks fp32 there); add --precision fp32 for its path."
+        )
+    if (
+        os.environ.get("ONEDNN_MAX_CPU_ISA")
+        and not os.environ.get("MKL_ENABLE_INSTRUCTIONS")
+        and torch.backends.mkl.is_available()
+    ):
+        lines.append(
+            "Note: fp32 matrix products (fully connected layers, the fp32 matmul candidates) run in MKL, "
+            "which ONEDNN_MAX_CPU_ISA does not cap; set MKL_ENABLE_INSTRUCTIONS as well."
+        )
     return lines
-

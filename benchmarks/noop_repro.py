@@ -32,8 +32,10 @@ def main() -> None:
         for name in times:
             times[name].append(wall([dvc, *name.split()[1:]]))
     status, repro = (statistics.median(times[k]) for k in ("dvc status", "dvc repro"))
-    print(f"median of {args.runs} runs: dvc status {status:.3f} s, no-op dvc repro {repro:.3f} s, "
-          f"ratio {repro / status:.2f}")
+    print(
+        f"median of {args.runs} runs: dvc status {status:.3f} s, no-op dvc repro {repro:.3f} s, "
+        f"ratio {repro / status:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -26,26 +26,55 @@ PROFILE_PARTS = {
     "forward Conv2d": "conv forward",
     "ConvolutionBackward0": "conv backward",  # input and weight gradients in one op
     "forward Linear": "linear forward",
-    "AddmmBackward0": "linear backward", "MmBackward0": "linear backward", "TBackward0": "linear backward",
-    "forward LocalResponseNorm": "LRN", "_LocalResponseNormBackward": "LRN",
-    "forward BandLocalResponseNorm": "LRN", "_BandLRNBackward": "LRN",
-    "forward MaxPool2d": "pooling", "MaxPool2DWithIndicesBackward0": "pooling",
-    "forward ReLU": "ReLU", "ReluBackward0": "ReLU", "ThresholdBackward0": "ReLU",
-    "forward Dropout": "dropout", "MulBackward0": "dropout",  # (and the loss's scalar scaling, tiny)
+    "AddmmBackward0": "linear backward",
+    "MmBackward0": "linear backward",
+    "TBackward0": "linear backward",
+    "forward LocalResponseNorm": "LRN",
+    "_LocalResponseNormBackward": "LRN",
+    "forward BandLocalResponseNorm": "LRN",
+    "_BandLRNBackward": "LRN",
+    "forward MaxPool2d": "pooling",
+    "MaxPool2DWithIndicesBackward0": "pooling",
+    "forward ReLU": "ReLU",
+    "ReluBackward0": "ReLU",
+    "ThresholdBackward0": "ReLU",
+    "forward Dropout": "dropout",
+    "MulBackward0": "dropout",  # (and the loss's scalar scaling, tiny)
     "ToCopyBackward0": "dtype casts",
-    "aten::cross_entropy_loss": "loss", "LogSoftmaxBackward0": "loss", "NllLossBackward0": "loss",
-    "Optimizer.step#Adam.step": "optimizer", "Optimizer.zero_grad#Adam.zero_grad": "optimizer",
+    "aten::cross_entropy_loss": "loss",
+    "LogSoftmaxBackward0": "loss",
+    "NllLossBackward0": "loss",
+    "Optimizer.step#Adam.step": "optimizer",
+    "Optimizer.zero_grad#Adam.zero_grad": "optimizer",
     "torch::autograd::AccumulateGrad": "optimizer",
-    "aten::index": "input (gather, resize)", "aten::upsample_bilinear2d": "input (gather, resize)",
+    "aten::index": "input (gather, resize)",
+    "aten::upsample_bilinear2d": "input (gather, resize)",
 }
 # every copy to another dtype, with its subtree: autocast's bf16 copies of weights and activations and
 # the float32 copies of their gradients, the dropout mask's conversion
 CASTS = ("aten::to", "aten::_to_copy")
-PARTS = ["conv forward", "conv backward", "linear forward", "linear backward", "LRN", "pooling", "ReLU",
-         "dropout", "dtype casts", "loss", "optimizer", "input (gather, resize)", "other"]
+PARTS = [
+    "conv forward",
+    "conv backward",
+    "linear forward",
+    "linear backward",
+    "LRN",
+    "pooling",
+    "ReLU",
+    "dropout",
+    "dtype casts",
+    "loss",
+    "optimizer",
+    "input (gather, resize)",
+    "other",
+]
 # counted op -> its part; every op flop_counts counts is one of these
-FLOP_PARTS = {"aten.convolution": "conv forward", "aten.convolution_backward": "conv backward",
-              "aten.addmm": "linear forward", "aten.mm": "linear backward"}
+FLOP_PARTS = {
+    "aten.convolution": "conv forward",
+    "aten.convolution_backward": "conv backward",
+    "aten.addmm": "linear forward",
+    "aten.mm": "linear backward",
+}
 BACKWARD_PREFIX = "autograd::engine::evaluate_function: "
 LRNS = {"band": "band LRN (before)", "blocked": "blocked LRN (after)"}
 
@@ -117,8 +146,12 @@ def measure(job: dict) -> dict:
     with layer_labels(run.model), profile(activities=activities) as prof:
         wall = timed(lambda: train_epoch(run, run.model, images[n_warm:], labels[n_warm:], params, precision), device)
     peaks = peak_candidates(device, precision, config, params.batch_size)
-    return {"precision": precision, "wall_seconds": wall, "part_seconds": part_seconds(prof.events(), device),
-            "peak": max(peaks.values())}
+    return {
+        "precision": precision,
+        "wall_seconds": wall,
+        "part_seconds": part_seconds(prof.events(), device),
+        "peak": max(peaks.values()),
+    }
 
 
 def table(size: int, steps: int, profiles: dict[str, dict]) -> list[str]:
@@ -130,8 +163,10 @@ def table(size: int, steps: int, profiles: dict[str, dict]) -> list[str]:
         flops[FLOP_PARTS[op]] = flops.get(FLOP_PARTS[op], 0) + n * batch
     last = profiles[list(profiles)[-1]]
     header = " | ".join(f"{LRNS[lrn]}: ms | share" for lrn in profiles)
-    rows = [f"| part of the step | {header} | GFLOP per step | GFLOP/s | of peak |",
-            "|---|" + "---:|---:|" * len(profiles) + "---:|---:|---:|"]
+    rows = [
+        f"| part of the step | {header} | GFLOP per step | GFLOP/s | of peak |",
+        "|---|" + "---:|---:|" * len(profiles) + "---:|---:|---:|",
+    ]
     totals = {lrn: sum(p["part_seconds"].values()) for lrn, p in profiles.items()}
     for part in [*PARTS, "all"]:
         cells = []
@@ -144,8 +179,13 @@ def table(size: int, steps: int, profiles: dict[str, dict]) -> list[str]:
         speed = f"{n / 1e9:.2f} | {rate / 1e9:.1f} | {rate / last['peak']:.3f}" if rate else "- | - | -"
         rows.append(f"| {part} | {' | '.join(cells)} | {speed} |")
     walls = ", ".join(f"{LRNS[lrn]} {p['wall_seconds'] / steps * 1e3:.1f} ms" for lrn, p in profiles.items())
-    return [f"{size}x{size}, {last['precision']}: wall time per step under the profiler: {walls}; the peak (best "
-            f"candidate, timed after the profile): {last['peak'] / 1e9:.1f} GFLOP/s.", "", *rows, ""]
+    return [
+        f"{size}x{size}, {last['precision']}: wall time per step under the profiler: {walls}; the peak (best "
+        f"candidate, timed after the profile): {last['peak'] / 1e9:.1f} GFLOP/s.",
+        "",
+        *rows,
+        "",
+    ]
 
 
 def main() -> None:
@@ -165,14 +205,24 @@ def main() -> None:
     if args.smoke:
         args.sizes, args.steps, args.warmup = "67", 2, 1
     root = str(raw_folder(Path(tempfile.mkdtemp(prefix="mnist-bench-"))))
-    lines = [f"Command: `python benchmarks/profile_step.py {' '.join(sys.argv[1:])}`. Each part: its ops' own "
-             "time (CPU time of the training thread on the CPU, kernel time on a GPU), summed by the layer or step "
-             "part they run for; every copy to another dtype counts as dtype casts.", ""]
+    lines = [
+        f"Command: `python benchmarks/profile_step.py {' '.join(sys.argv[1:])}`. Each part: its ops' own "
+        "time (CPU time of the training thread on the CPU, kernel time on a GPU), summed by the layer or step "
+        "part they run for; every copy to another dtype counts as dtype casts.",
+        "",
+    ]
     for size in (int(s) for s in args.sizes.split(",")):
         profiles = {}
         for lrn in LRNS:
-            job = {"size": size, "lrn": lrn, "device": args.device, "precision": args.precision, "root": root,
-                   "steps": args.steps, "warmup": args.warmup}
+            job = {
+                "size": size,
+                "lrn": lrn,
+                "device": args.device,
+                "precision": args.precision,
+                "root": root,
+                "steps": args.steps,
+                "warmup": args.warmup,
+            }
             profiles[lrn] = spawn(Path(__file__), job)
             print(f"{size} {lrn}: {profiles[lrn]}", file=sys.stderr, flush=True)
         lines += table(size, args.steps, profiles)

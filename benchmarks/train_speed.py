@@ -23,13 +23,30 @@ from pathlib import Path
 
 import torch
 
-from common import (ISA_ENV, cpu_lines, flop_counts, mnist_splits, peak_candidates, peak_memory_mb, raw_folder,
-                    settings, spawn, timed, train_settings, with_band_lrn)
+from common import (
+    ISA_ENV,
+    cpu_lines,
+    flop_counts,
+    mnist_splits,
+    peak_candidates,
+    peak_memory_mb,
+    raw_folder,
+    settings,
+    spawn,
+    timed,
+    train_settings,
+    with_band_lrn,
+)
 
 # loop -> its label in the report; "project, band LRN" is the project's loop with the LRN it replaced;
 # compiled: train.compile true; deterministic: train.deterministic true (deterministic CUDA kernels)
-LOOPS = {"reference": "reference", "band": "project, band LRN", "project": "project", "compile": "project, compiled",
-         "deterministic": "project, deterministic"}
+LOOPS = {
+    "reference": "reference",
+    "band": "project, band LRN",
+    "project": "project",
+    "compile": "project, compiled",
+    "deterministic": "project, deterministic",
+}
 
 
 def measure(job: dict) -> dict:
@@ -39,8 +56,13 @@ def measure(job: dict) -> dict:
     device = dev.resolve_device(job["device"])
     project = job["loop"] != "reference"
     precision = dev.resolve_precision(job["precision"], device) if project else "fp32"
-    config, params = train_settings(job["size"], device=job["device"], precision=precision,
-                                    compile=job["loop"] == "compile", deterministic=job["loop"] == "deterministic")
+    config, params = train_settings(
+        job["size"],
+        device=job["device"],
+        precision=precision,
+        compile=job["loop"] == "compile",
+        deterministic=job["loop"] == "deterministic",
+    )
     if params.deterministic:
         dev.make_deterministic(device)
     torch.manual_seed(params.seed)
@@ -52,8 +74,13 @@ def measure(job: dict) -> dict:
         train, evaluation = reference_loop(job, config, params, device, n_warm // batch, n_time // batch, eval_batch)
     memory = peak_memory_mb(device)  # before the peak candidates' matrices
     peaks = peak_candidates(device, precision, config, batch)
-    return {"precision": precision, "train_images_per_s": n_time / train, "eval_images_per_s": evaluation,
-            "peak_memory_mb": memory, "peaks": peaks}
+    return {
+        "precision": precision,
+        "train_images_per_s": n_time / train,
+        "eval_images_per_s": evaluation,
+        "peak_memory_mb": memory,
+        "peaks": peaks,
+    }
 
 
 def project_loop(job, config, params, device, precision, n_warm, n_time, eval_batch) -> tuple[float, float]:
@@ -73,8 +100,10 @@ def project_loop(job, config, params, device, precision, n_warm, n_time, eval_ba
     seconds = timed(lambda: train_epoch(run, network, images[n_warm:], labels[n_warm:], params, precision), device)
     test = {key: splits["test"][key][: eval_batch + job["eval_images"]].to(device) for key in ("images", "labels")}
     predict(run.model, test["images"][:eval_batch], test["labels"][:eval_batch], eval_batch, precision)  # warm-up
-    evaluation = timed(lambda: predict(run.model, test["images"][eval_batch:], test["labels"][eval_batch:],
-                                       eval_batch, precision), device)
+    evaluation = timed(
+        lambda: predict(run.model, test["images"][eval_batch:], test["labels"][eval_batch:], eval_batch, precision),
+        device,
+    )
     return seconds, job["eval_images"] / evaluation
 
 
@@ -84,8 +113,9 @@ def reference_loop(job, config, params, device, warmup, steps, eval_batch) -> tu
 
     root, data = Path(job["root"]), settings()[0]
     loop = ReferenceLoop(config, params.lr, device)
-    batches = loader(root, data, config.image_size, (warmup + steps) * params.batch_size, False, params.batch_size,
-                     params.seed)
+    batches = loader(
+        root, data, config.image_size, (warmup + steps) * params.batch_size, False, params.batch_size, params.seed
+    )
     loop.train(batches, warmup)
     seconds = timed(lambda: loop.train(batches, steps), device)
     tests = loader(root, data, config.image_size, None, True, eval_batch, 0)
@@ -131,66 +161,102 @@ def report(args, sizes: list[int], results: dict[int, dict[str, list[dict]]], ep
 
     device = resolve_device(args.device)
     info = describe(device, "")
-    project_precision = next((r[0]["precision"] for res in results.values() for loop, r in res.items()
-                              if loop != "reference"), "fp32")
+    project_precision = next(
+        (r[0]["precision"] for res in results.values() for loop, r in res.items() if loop != "reference"), "fp32"
+    )
     caps = [f"{key}={os.environ[key]}" for key in ISA_ENV if os.environ.get(key)]
     speed = ["| image size | loop | train images/s | eval images/s | peak memory (MiB) |", "|---:|---|---:|---:|---:|"]
-    mfu = ["| image size | loop | GFLOP per image | train GFLOP/s | peak GFLOP/s | MFU |", "|---:|---|---:|---:|---:|---:|"]
+    mfu = [
+        "| image size | loop | GFLOP per image | train GFLOP/s | peak GFLOP/s | MFU |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
     ratios, peaks = [], []
     for size in sizes:
         res = results[size]
         per_image = sum(flop_counts(train_settings(size)[0])["Global"].values())
         for loop, runs in res.items():
             label = f"{LOOPS[loop]} ({runs[0]['precision']})"
-            speed.append(f"| {size} | {label} | {median(runs, 'train_images_per_s'):.1f} | "
-                         f"{median(runs, 'eval_images_per_s'):.1f} | {median(runs, 'peak_memory_mb'):.0f} |")
+            speed.append(
+                f"| {size} | {label} | {median(runs, 'train_images_per_s'):.1f} | "
+                f"{median(runs, 'eval_images_per_s'):.1f} | {median(runs, 'peak_memory_mb'):.0f} |"
+            )
             train = median(runs, "train_images_per_s") * per_image
             peak = statistics.median(max(run["peaks"].values()) for run in runs)
-            mfu.append(f"| {size} | {label} | {per_image / 1e9:.3f} | {train / 1e9:.1f} | {peak / 1e9:.1f} | "
-                       f"{train / peak:.3f} |")
+            mfu.append(
+                f"| {size} | {label} | {per_image / 1e9:.3f} | {train / 1e9:.1f} | {peak / 1e9:.1f} | "
+                f"{train / peak:.3f} |"
+            )
         for loop in res:
             if loop != "reference":
-                ratios.append(f"- {size}x{size}: one epoch of the default config ({epoch_images:,} images) at "
-                              f"{LOOPS[loop]}'s rate: {epoch_images / median(res[loop], 'train_images_per_s'):.1f} s")
-        for loop, base in (("project", "reference"), ("project", "band"), ("compile", "project"),
-                           ("deterministic", "project")):
+                ratios.append(
+                    f"- {size}x{size}: one epoch of the default config ({epoch_images:,} images) at "
+                    f"{LOOPS[loop]}'s rate: {epoch_images / median(res[loop], 'train_images_per_s'):.1f} s"
+                )
+        for loop, base in (
+            ("project", "reference"),
+            ("project", "band"),
+            ("compile", "project"),
+            ("deterministic", "project"),
+        ):
             if loop in res and base in res:
-                ratios.append(f"- {size}x{size}: {LOOPS[loop]} / {LOOPS[base]}: training "
-                              f"{median(res[loop], 'train_images_per_s') / median(res[base], 'train_images_per_s'):.2f}x, "
-                              f"evaluation {median(res[loop], 'eval_images_per_s') / median(res[base], 'eval_images_per_s'):.2f}x")
+                ratios.append(
+                    f"- {size}x{size}: {LOOPS[loop]} / {LOOPS[base]}: training "
+                    f"{median(res[loop], 'train_images_per_s') / median(res[base], 'train_images_per_s'):.2f}x, "
+                    f"evaluation {median(res[loop], 'eval_images_per_s') / median(res[base], 'eval_images_per_s'):.2f}x"
+                )
         peaks += peak_table(size, res) + [""]
-    return "\n".join([
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, device {info['device_name']}; torch "
-        f"{info['torch_version']}, {info['threads']} threads.",
-        *cpu_lines(project_precision, device),
-        f"Command: `{' '.join([*caps, 'python', 'benchmarks/train_speed.py', *sys.argv[1:]])}`",
-        f"Timing: {args.rounds} fresh processes per loop and size, the loops alternating; in each, {args.warmup} "
-        f"warm-up steps, then {', '.join(f'{timed_steps(args.steps, s)} timed training steps at {s}x{s}' for s in sizes)}, "
-        f"then {args.eval_images} test images evaluated after a "
-        "warm-up batch, then the peak candidates. Medians over the processes.",
-        "", *speed, "", "Ratios of the medians:", *ratios, "",
-        "Peak candidates, GFLOP/s in the loop's precision (median over its processes); MFU divides by the best:",
-        "", *peaks,
-        "MFU: the median training FLOP/s (FLOPs per image from the layer shapes, times images/s) over the median "
-        "of each process's best candidate.",
-        "", *mfu,
-    ])
+    return "\n".join(
+        [
+            f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, device {info['device_name']}; torch "
+            f"{info['torch_version']}, {info['threads']} threads.",
+            *cpu_lines(project_precision, device),
+            f"Command: `{' '.join([*caps, 'python', 'benchmarks/train_speed.py', *sys.argv[1:]])}`",
+            f"Timing: {args.rounds} fresh processes per loop and size, the loops alternating; in each, {args.warmup} "
+            f"warm-up steps, then {', '.join(f'{timed_steps(args.steps, s)} timed training steps at {s}x{s}' for s in sizes)}, "
+            f"then {args.eval_images} test images evaluated after a "
+            "warm-up batch, then the peak candidates. Medians over the processes.",
+            "",
+            *speed,
+            "",
+            "Ratios of the medians:",
+            *ratios,
+            "",
+            "Peak candidates, GFLOP/s in the loop's precision (median over its processes); MFU divides by the best:",
+            "",
+            *peaks,
+            "MFU: the median training FLOP/s (FLOPs per image from the layer shapes, times images/s) over the median "
+            "of each process's best candidate.",
+            "",
+            *mfu,
+        ]
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--sizes", default="227,67", help="image sizes, comma-separated")
-    parser.add_argument("--loops", default="reference,band,project",
-                        help=f"loops to time, comma-separated, of: {', '.join(LOOPS)} (compile: under torch.compile)")
-    parser.add_argument("--steps", type=int, default=10,
-                        help="timed training steps per process at 227x227; a smaller size times as many more steps as "
-                             "its step has fewer FLOPs, so that every timing lasts about as long")
+    parser.add_argument(
+        "--loops",
+        default="reference,band,project",
+        help=f"loops to time, comma-separated, of: {', '.join(LOOPS)} (compile: under torch.compile)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=10,
+        help="timed training steps per process at 227x227; a smaller size times as many more steps as "
+        "its step has fewer FLOPs, so that every timing lasts about as long",
+    )
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (the allocator settles in ~5)")
     parser.add_argument("--rounds", type=int, default=3, help="fresh processes per loop and size; the median counts")
     parser.add_argument("--eval-images", type=int, default=1000, help="test images timed for evaluation")
-    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
-                        help="the project loop's train.precision (the reference loop's is fp32)")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "bf16", "fp32"],
+        help="the project loop's train.precision (the reference loop's is fp32)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny settings: checks that everything runs")
     parser.add_argument("--output", type=Path, help="also write the Markdown report here")
     parser.add_argument("--job", help=argparse.SUPPRESS)
@@ -208,8 +274,16 @@ def main() -> None:
         steps = timed_steps(args.steps, size)
         for _ in range(args.rounds):  # alternating, so that a drift of the machine's speed hits every loop alike
             for loop in loops:
-                job = {"loop": loop, "size": size, "device": args.device, "precision": args.precision, "root": root,
-                       "steps": steps, "warmup": args.warmup, "eval_images": args.eval_images}
+                job = {
+                    "loop": loop,
+                    "size": size,
+                    "device": args.device,
+                    "precision": args.precision,
+                    "root": root,
+                    "steps": steps,
+                    "warmup": args.warmup,
+                    "eval_images": args.eval_images,
+                }
                 results[size][loop].append(spawn(Path(__file__), job))
                 print(f"{size} {loop}: {results[size][loop][-1]}", file=sys.stderr, flush=True)
     text = report(args, sizes, results, training_images(Path(root)))

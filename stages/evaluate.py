@@ -29,13 +29,14 @@ def main() -> None:
     memory.require_fits(config, "evaluate.batch_size", params.batch_size, images, device, precision, training=False)
     with memory.out_of_memory("evaluate", device, config.image_size, "evaluate.batch_size", params.batch_size):
         model = model.to(device, memory_format=torch.channels_last)
-        loss, predicted = predict(model, test["images"], test["labels"], params.batch_size, precision,
-                                  progress="test")
+        loss, predicted = predict(model, test["images"], test["labels"], params.batch_size, precision, progress="test")
     metrics = {**summarize(loss, predicted, test["labels"], NUM_CLASSES), **dev.describe(device, precision)}
     storage.write_csv(paths.confusion, confusion_rows(test["labels"], predicted), storage.CONFUSION_COLUMNS)
     storage.write_json(paths.metrics, metrics)
-    print(f"test accuracy {metrics['accuracy']:.4f} on {metrics['samples']} images "
-          f"(loss {metrics['loss']:.4f}); wrote {paths.metrics}, {paths.confusion}")
+    print(
+        f"test accuracy {metrics['accuracy']:.4f} on {metrics['samples']} images "
+        f"(loss {metrics['loss']:.4f}); wrote {paths.metrics}, {paths.confusion}"
+    )
 
 
 if __name__ == "__main__":

@@ -22,9 +22,11 @@ def main() -> None:
     check_normalization(paths.model, normalization, paths.test, test)
     comparison = export_checked(model, normalization, test["images"], paths.onnx)
     storage.write_json(paths.metrics, comparison)
-    print(f"wrote {paths.onnx}: onnxruntime's logits within {comparison['max_abs_logit_difference']:.2g} of "
-          f"torch's on {comparison['images']} test images (tolerance {comparison['tolerance']:g}); "
-          f"wrote {paths.metrics}")
+    print(
+        f"wrote {paths.onnx}: onnxruntime's logits within {comparison['max_abs_logit_difference']:.2g} of "
+        f"torch's on {comparison['images']} test images (tolerance {comparison['tolerance']:g}); "
+        f"wrote {paths.metrics}"
+    )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,10 @@ def main() -> None:
     save_png(confusion_figure(confusion, params), paths.confusion_png)
     test_images = read_images(paths.raw / TEST_IMAGES)
     if len(confusion) > len(test_images):
-        raise PipelineError(f"{paths.confusion} has {len(confusion)} rows but {paths.raw / TEST_IMAGES} holds "
-                            f"{len(test_images)} images; rerun the pipeline: dvc repro")
+        raise PipelineError(
+            f"{paths.confusion} has {len(confusion)} rows but {paths.raw / TEST_IMAGES} holds "
+            f"{len(test_images)} images; rerun the pipeline: dvc repro"
+        )
     save_png(misclassified_figure(test_images, confusion, params), paths.misclassified)
     print(f"wrote {paths.curves}, {paths.confusion_png}, {paths.misclassified}")
 

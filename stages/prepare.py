@@ -14,8 +14,11 @@ from alexnet_mnist.prepare import split
 def main() -> None:
     paths = stage_paths(__doc__, "raw", "train", "val", "test")
     (data,) = load_params("params.yaml", data=DataParams)
-    splits = split(*read_pair(paths.raw / TRAIN_IMAGES, paths.raw / TRAIN_LABELS),
-                   *read_pair(paths.raw / TEST_IMAGES, paths.raw / TEST_LABELS), data)
+    splits = split(
+        *read_pair(paths.raw / TRAIN_IMAGES, paths.raw / TRAIN_LABELS),
+        *read_pair(paths.raw / TEST_IMAGES, paths.raw / TEST_LABELS),
+        data,
+    )
     for name, tensors in splits.items():
         storage.save_split(getattr(paths, name), tensors)
         print(f"{getattr(paths, name)}: {len(tensors['labels'])} images")

@@ -37,14 +37,19 @@ def main() -> None:
     share = memory.batch_share(train_params.batch_size, len(train_set["labels"]), processes)  # images per step here
     memory.require_fits(config, "train.batch_size", train_params.batch_size, share, device, precision, training=True)
     if main_process:
-        print(f"training on {len(train_set['labels'])} images, validating on {len(val_set['labels'])}; "
-              f"device {device}, precision {precision}, {processes} process(es)")
+        print(
+            f"training on {len(train_set['labels'])} images, validating on {len(val_set['labels'])}; "
+            f"device {device}, precision {precision}, {processes} process(es)"
+        )
     # a checkpoint is reused only with the same data and the same code (the stage's deps in dvc.yaml)
     inputs = file_digest(paths.train, paths.val) + code_digest(Path(__file__))
 
     def summary(run) -> dict:
-        return {**summarize_history(run.history, len(train_set["labels"])), "processes": processes,
-                **dev.describe(device, precision)}
+        return {
+            **summarize_history(run.history, len(train_set["labels"])),
+            "processes": processes,
+            **dev.describe(device, precision),
+        }
 
     def write_metrics(run) -> None:  # after every epoch, and at the end
         storage.write_csv(paths.history, run.history, storage.HISTORY_COLUMNS)
@@ -52,8 +57,17 @@ def main() -> None:
 
     try:
         with memory.out_of_memory("train", device, config.image_size, "train.batch_size", train_params.batch_size):
-            run = fit(train_set, val_set, config, train_params, device, precision, checkpoint=paths.checkpoint,
-                      inputs_digest=inputs, on_epoch=write_metrics)
+            run = fit(
+                train_set,
+                val_set,
+                config,
+                train_params,
+                device,
+                precision,
+                checkpoint=paths.checkpoint,
+                inputs_digest=inputs,
+                on_epoch=write_metrics,
+            )
     finally:
         distributed.teardown()
     if not main_process:

@@ -46,11 +46,13 @@ def train_params(**changes) -> TrainParams:
     (train,) = load_params(ROOT / "params.yaml", train=TrainParams)
     return dataclasses.replace(train, **changes)
 
+
 # The real MNIST files, for the tests that need them (.ci/run sets MNIST_MIRROR); skipped without.
 # Absolute, as the dvc projects of the tests run in other folders.
 REAL_MIRROR = Path(os.environ["MNIST_MIRROR"]).resolve() if os.environ.get("MNIST_MIRROR") else None
-needs_real_mnist = pytest.mark.skipif(not (REAL_MIRROR and REAL_MIRROR.is_dir()),
-                                      reason="MNIST_MIRROR does not name a folder")
+needs_real_mnist = pytest.mark.skipif(
+    not (REAL_MIRROR and REAL_MIRROR.is_dir()), reason="MNIST_MIRROR does not name a folder"
+)
 
 # Small settings every end-to-end test starts from; the real defaults take hours on a CPU.
 TINY = {
@@ -179,15 +181,25 @@ class Project:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(path / "src"), os.environ.get("PYTHONPATH")])),
             "DVC_NO_ANALYTICS": "1",
             "COLUMNS": "4000",  # wide enough that `dvc exp show` drops no column (its full table is about 2400 wide)
-            "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-            "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
+            "GIT_AUTHOR_NAME": "test",
+            "GIT_AUTHOR_EMAIL": "test@example.com",
+            "GIT_COMMITTER_NAME": "test",
+            "GIT_COMMITTER_EMAIL": "test@example.com",
         }
 
-    def run(self, *args: str, check: bool = True, timeout: float = 600, limits: dict | None = None
-            ) -> subprocess.CompletedProcess:
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 600, limits: dict | None = None
+    ) -> subprocess.CompletedProcess:
         """Run `args` in the project; `limits` maps resource.RLIMIT_* names to the child's limit."""
-        result = subprocess.run(args, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout,
-                                preexec_fn=(lambda: set_limits(limits)) if limits else None)
+        result = subprocess.run(
+            args,
+            cwd=self.path,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            preexec_fn=(lambda: set_limits(limits)) if limits else None,
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
         return result
@@ -218,19 +230,28 @@ class Project:
             for exp in commit.get("experiments") or []:
                 (revision,) = exp["revs"]
                 data = revision["data"]
-                found[exp["name"]] = (data["params"]["params.yaml"]["data"],
-                                      {path: metrics["data"] for path, metrics in data["metrics"].items()})
+                found[exp["name"]] = (
+                    data["params"]["params.yaml"]["data"],
+                    {path: metrics["data"] for path, metrics in data["metrics"].items()},
+                )
         return found
 
 
 @functools.cache
 def html_template() -> str:
     """The page template of `dvc plots`, relative to .dvc/, as this repo's .dvc/config sets it."""
-    result = subprocess.run([str(BIN / "dvc"), "config", "plots.html_template"], cwd=ROOT,
-                            capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    result = subprocess.run(
+        [str(BIN / "dvc"), "config", "plots.html_template"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+    )
     if result.returncode != 0 or not result.stdout.strip():
-        raise AssertionError(f"{ROOT / '.dvc/config'} sets no plots.html_template ({result.stderr.strip()}); "
-                             "set it to the page template's path under .dvc/: dvc config plots.html_template <path>")
+        raise AssertionError(
+            f"{ROOT / '.dvc/config'} sets no plots.html_template ({result.stderr.strip()}); "
+            "set it to the page template's path under .dvc/: dvc config plots.html_template <path>"
+        )
     return result.stdout.strip()
 
 

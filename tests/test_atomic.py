@@ -78,10 +78,17 @@ except storage.WriteError as e:
 def test_a_write_beyond_the_space_left_keeps_the_old_file_and_names_it(tmp_path, kind):
     target = tmp_path / "out"
     write_text(target, "old")
-    result = subprocess.run([str(BIN / "python"), "-c", WRITE, kind, str(target)], capture_output=True, text=True,
-                            timeout=120, preexec_fn=lambda: set_limits({"RLIMIT_FSIZE": LIMIT}))
+    result = subprocess.run(
+        [str(BIN / "python"), "-c", WRITE, kind, str(target)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: set_limits({"RLIMIT_FSIZE": LIMIT}),
+    )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"{target}: could not be written: File too large; the file system or this " \
-                                    "process's file size limit (ulimit -f) allows no larger file; raise the " \
-                                    "limit or write to another file system, and rerun"
+    assert (
+        result.stdout.strip() == f"{target}: could not be written: File too large; the file system or this "
+        "process's file size limit (ulimit -f) allows no larger file; raise the "
+        "limit or write to another file system, and rerun"
+    )
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["out"]

@@ -58,7 +58,7 @@ def test_the_baseline_history_holds_every_epoch(clone):
 # and a validation curve that has settled by the last epochs.
 TARGET_TEST_ACCURACY = 0.994
 LAST_EPOCHS_SPREAD = 0.002  # the last three epochs' validation accuracies lie within this of each other
-LARGEST_DROP = 0.005        # after epoch 3, no epoch's validation accuracy falls more than this below the one before
+LARGEST_DROP = 0.005  # after epoch 3, no epoch's validation accuracy falls more than this below the one before
 
 
 def test_the_baseline_reaches_the_target_and_its_curve_settles(clone):

@@ -47,8 +47,10 @@ def hand_counts(size: int) -> dict[str, tuple[int, int]]:
 def test_flop_count_of_conv1_at_227_is_the_hand_count():
     counts = common.flop_counts(ModelConfig(image_size=227, dropout=0.5))
     # 96 filters of 11x11x1 at each of 55x55 output positions, 2 FLOPs per multiply-add
-    assert counts["AlexNet.features.0"] == {"aten.convolution": 2 * 96 * 55 * 55 * 11 * 11 * 1,
-                                            "aten.convolution_backward": 2 * 96 * 55 * 55 * 11 * 11 * 1}
+    assert counts["AlexNet.features.0"] == {
+        "aten.convolution": 2 * 96 * 55 * 55 * 11 * 11 * 1,
+        "aten.convolution_backward": 2 * 96 * 55 * 55 * 11 * 11 * 1,
+    }
 
 
 @pytest.mark.parametrize("size", [67, 227])
@@ -103,8 +105,11 @@ def test_cpu_lines_name_the_instruction_set_caps(monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     monkeypatch.delenv("MKL_ENABLE_INSTRUCTIONS", raising=False)
     first, *notes = common.cpu_lines("fp32", torch.device("cpu"))
-    assert re.search(r"kernels: ATen \w+, oneDNN .*AVX2.*; ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=\S+, "
-                     r"MKL_ENABLE_INSTRUCTIONS=unset\.$", first), first
+    assert re.search(
+        r"kernels: ATen \w+, oneDNN .*AVX2.*; ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=\S+, "
+        r"MKL_ENABLE_INSTRUCTIONS=unset\.$",
+        first,
+    ), first
     assert any("MKL_ENABLE_INSTRUCTIONS" in note for note in notes)  # fp32 matmuls are MKL's, not oneDNN's
 
 
@@ -125,8 +130,12 @@ def smoke(script: str, tmp_path) -> str:
 @needs_real_mnist
 def test_speed_smoke_reports_each_loop_ratios_peaks_and_mfu(tmp_path):
     report = smoke("train_speed.py", tmp_path)
-    assert re.search(r"^CPU: .+; kernels: ATen \w+, oneDNN .+; ONEDNN_MAX_CPU_ISA=\S+, ATEN_CPU_CAPABILITY=\S+, "
-                     r"MKL_ENABLE_INSTRUCTIONS=\S+\.$", report, re.M)
+    assert re.search(
+        r"^CPU: .+; kernels: ATen \w+, oneDNN .+; ONEDNN_MAX_CPU_ISA=\S+, ATEN_CPU_CAPABILITY=\S+, "
+        r"MKL_ENABLE_INSTRUCTIONS=\S+\.$",
+        report,
+        re.M,
+    )
     for loop in (r"reference \(fp32\)", r"project, band LRN \((bf16|fp32)\)", r"project \((bf16|fp32)\)"):
         assert re.search(rf"^\| 67 \| {loop} \| \d+\.\d \| \d+\.\d \| \d+ \|$", report, re.M), loop
     assert re.search(r"^- 67x67: project / reference: training \d+\.\d\dx, evaluation \d+\.\d\dx$", report, re.M)
@@ -140,8 +149,12 @@ def test_speed_smoke_reports_each_loop_ratios_peaks_and_mfu(tmp_path):
 
     # MFU: one row per loop, agreeing with the columns beside it
     per_image = sum(common.flop_counts(ModelConfig(image_size=67, dropout=0.5))["Global"].values())
-    mfu = re.findall(r"^\| 67 \| ([a-zA-Z, ]+) \((?:bf16|fp32)\) \| (\d+\.\d{3}) \| (\d+\.\d) \| (\d+\.\d) \| "
-                     r"(\d\.\d{3}) \|$", report, re.M)
+    mfu = re.findall(
+        r"^\| 67 \| ([a-zA-Z, ]+) \((?:bf16|fp32)\) \| (\d+\.\d{3}) \| (\d+\.\d) \| (\d+\.\d) \| "
+        r"(\d\.\d{3}) \|$",
+        report,
+        re.M,
+    )
     assert [row[0] for row in mfu] == ["reference", "project, band LRN", "project"]
     for _, gflop, train, peak, ratio in mfu:
         assert float(gflop) == pytest.approx(per_image / 1e9, abs=5e-4)
@@ -152,8 +165,9 @@ def test_speed_smoke_reports_each_loop_ratios_peaks_and_mfu(tmp_path):
 @needs_real_mnist
 def test_profile_smoke_shows_each_part_before_and_after(tmp_path):
     report = smoke("profile_step.py", tmp_path)
-    rows = re.findall(r"^\| ([a-zA-Z (),]+) \| (\d+\.\d) \| (\d+\.\d)% \| (\d+\.\d) \| (\d+\.\d)% \| (.+) \|$",
-                      report, re.M)
+    rows = re.findall(
+        r"^\| ([a-zA-Z (),]+) \| (\d+\.\d) \| (\d+\.\d)% \| (\d+\.\d) \| (\d+\.\d)% \| (.+) \|$", report, re.M
+    )
     assert [row[0] for row in rows] == [*profile_step.PARTS, "all"]
     for share in (2, 4):  # each LRN's shares add up
         assert sum(float(row[share]) for row in rows[:-1]) == pytest.approx(100, abs=0.1 * len(rows))
@@ -167,8 +181,9 @@ def test_profile_smoke_shows_each_part_before_and_after(tmp_path):
 @needs_real_mnist
 def test_accuracy_smoke_gives_each_loop_and_the_gap(tmp_path):
     report = smoke("accuracy.py", tmp_path)
-    rows = re.findall(r"^\| 1 \| (\d+\.\d\d)% \(\d+\.\d\d\) \| (\d+\.\d\d)% \(\d+\.\d\d\) \| ([+-]\d+\.\d\d) \|$",
-                      report, re.M)
+    rows = re.findall(
+        r"^\| 1 \| (\d+\.\d\d)% \(\d+\.\d\d\) \| (\d+\.\d\d)% \(\d+\.\d\d\) \| ([+-]\d+\.\d\d) \|$", report, re.M
+    )
     assert len(rows) == 1
     reference, project, gap = map(float, rows[0])
     assert gap == pytest.approx(project - reference, abs=0.011)

@@ -35,8 +35,9 @@ for step in range(16):
 @pytest.mark.slow  # 16 training steps of the full-width AlexNet
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="tune_cpu tunes glibc's allocator only")
 def test_tune_cpu_lets_training_steps_reuse_freed_memory():
-    out = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP, str(Path(__file__).parent)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", FAULTS_PER_STEP, str(Path(__file__).parent)], capture_output=True, text=True, check=True
+    )
     faults = [int(line) for line in out.stdout.split()]
     # Memory freed back to the kernel comes back as fresh zero-filled pages, one fault per 4 KiB.
     # Untuned (or with a threshold that overflowed mallopt's int), each step faults in more than
@@ -51,22 +52,27 @@ def test_cuda_without_cuda_is_an_error_not_a_fallback():
         resolve_device("cuda", "train.device")
 
 
-@pytest.mark.parametrize("capability, avx512_bf16, amx, native", [
-    ("AVX512", True, False, True),  # AVX512-BF16, e.g. AMD Zen 4
-    ("AVX512", True, True, True),  # AMX, e.g. Intel Sapphire Rapids
-    ("AVX512", False, False, False),  # AVX512 without bf16, e.g. Intel Skylake-SP
-    ("AVX2", False, False, False),  # an AVX2-only CPU
-    ("AVX2", True, True, False),  # a bf16 CPU whose kernels ATEN_CPU_CAPABILITY=avx2 limits to AVX2
-    ("DEFAULT", False, False, False),  # no vector kernels
-])
+@pytest.mark.parametrize(
+    "capability, avx512_bf16, amx, native",
+    [
+        ("AVX512", True, False, True),  # AVX512-BF16, e.g. AMD Zen 4
+        ("AVX512", True, True, True),  # AMX, e.g. Intel Sapphire Rapids
+        ("AVX512", False, False, False),  # AVX512 without bf16, e.g. Intel Skylake-SP
+        ("AVX2", False, False, False),  # an AVX2-only CPU
+        ("AVX2", True, True, False),  # a bf16 CPU whose kernels ATEN_CPU_CAPABILITY=avx2 limits to AVX2
+        ("DEFAULT", False, False, False),  # no vector kernels
+    ],
+)
 def test_cpu_native_bf16_needs_avx512_kernels_and_bf16_instructions(capability, avx512_bf16, amx, native):
     assert cpu_native_bf16(capability, avx512_bf16, amx) is native
 
 
 def test_cpu_flags_are_the_first_flags_line_of_cpuinfo(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
-                       "vmx flags\t: ept\nbugs\t\t: sysret_ss_attrs\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
+        "vmx flags\t: ept\nbugs\t\t: sysret_ss_attrs\n\nprocessor\t: 1\nflags\t\t: fpu\n"
+    )
     assert cpu_flags(cpuinfo) == {"fpu", "avx2", "avx512f", "avx512_bf16"}
 
 
@@ -78,8 +84,10 @@ def test_cpu_flags_are_empty_without_a_readable_cpuinfo_or_flags_line(tmp_path):
 
 
 def test_auto_precision_is_fp32_on_a_cpu_limited_to_avx2():
-    code = ("import torch; from alexnet_mnist.device import resolve_precision; "
-            "print(torch.backends.cpu.get_cpu_capability(), resolve_precision('auto', torch.device('cpu')))")
+    code = (
+        "import torch; from alexnet_mnist.device import resolve_precision; "
+        "print(torch.backends.cpu.get_cpu_capability(), resolve_precision('auto', torch.device('cpu')))"
+    )
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     capability, precision = out.stdout.split()

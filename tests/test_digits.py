@@ -13,8 +13,15 @@ def stroke_digit() -> np.ndarray:
     canvas = np.zeros((80, 80))
     canvas[8:72, 34:46] = 1.0  # a thick vertical bar
     canvas[8:20, 20:60] = 1.0  # and a top bar: a 'T'-like 7
-    small = np.asarray(Image.fromarray((canvas * 255).astype(np.uint8)).crop((20, 8, 60, 72))
-                       .resize((12, 20), Image.Resampling.LANCZOS), dtype=np.float64) / 255.0
+    small = (
+        np.asarray(
+            Image.fromarray((canvas * 255).astype(np.uint8))
+            .crop((20, 8, 60, 72))
+            .resize((12, 20), Image.Resampling.LANCZOS),
+            dtype=np.float64,
+        )
+        / 255.0
+    )
     return np.round(center(np.clip(small, 0, 1)) * 255).astype(np.uint8)
 
 
@@ -25,16 +32,19 @@ def close(a: np.ndarray, b: np.ndarray) -> float:
     """Mean absolute difference on the 0..1 scale, at the best whole-pixel shift of up to one pixel: the
     centring moves by a whole pixel, so a centre of mass near a half pixel may land either way."""
     a, b = a.astype(float), b.astype(float)
-    return min(float(np.abs(np.roll(a, (dr, dc), axis=(0, 1)) - b).mean() / 255.0)
-               for dr in (-1, 0, 1) for dc in (-1, 0, 1))
+    return min(
+        float(np.abs(np.roll(a, (dr, dc), axis=(0, 1)) - b).mean() / 255.0) for dr in (-1, 0, 1) for dc in (-1, 0, 1)
+    )
 
 
 def test_an_mnist_digit_comes_back_unchanged():
     assert np.array_equal(mnist_digit(Image.fromarray(DIGIT)), DIGIT)
 
 
-@pytest.mark.parametrize("kind", ["dark-on-light", "enlarged", "off-centre", "rgb-noisy", "alpha", "alpha-white",
-                                  "palette", "16-bit", "one-bit"])
+@pytest.mark.parametrize(
+    "kind",
+    ["dark-on-light", "enlarged", "off-centre", "rgb-noisy", "alpha", "alpha-white", "palette", "16-bit", "one-bit"],
+)
 def test_every_kind_of_image_gives_the_mnist_digit(kind):
     rng = np.random.default_rng(0)
     if kind == "dark-on-light":
@@ -48,8 +58,9 @@ def test_every_kind_of_image_gives_the_mnist_digit(kind):
     elif kind == "rgb-noisy":
         ink = DIGIT[..., None] / 255.0
         background = np.array([230.0, 220.0, 180.0]) + rng.normal(0, 8, (28, 28, 3))
-        image = Image.fromarray(np.clip(background * (1 - ink) + np.array([20, 40, 120]) * ink, 0, 255)
-                                .astype(np.uint8), "RGB")
+        image = Image.fromarray(
+            np.clip(background * (1 - ink) + np.array([20, 40, 120]) * ink, 0, 255).astype(np.uint8), "RGB"
+        )
     elif kind in ("alpha", "alpha-white"):  # strokes black or white, background transparent
         rgba = np.zeros((28, 28, 4), np.uint8)
         rgba[..., :3] = 255 if kind == "alpha-white" else 0
@@ -66,18 +77,32 @@ def test_every_kind_of_image_gives_the_mnist_digit(kind):
     assert close(mnist_digit(image), DIGIT) < (0.03 if kind in ("enlarged", "one-bit") else 0.005), kind
 
 
-@pytest.mark.parametrize("suffix, options", [
-    (".png", {}), (".jpg", {"quality": 95}), (".bmp", {}), (".gif", {}), (".webp", {"lossless": True}),
-    (".tif", {}),
-])
+@pytest.mark.parametrize(
+    "suffix, options",
+    [
+        (".png", {}),
+        (".jpg", {"quality": 95}),
+        (".bmp", {}),
+        (".gif", {}),
+        (".webp", {"lossless": True}),
+        (".tif", {}),
+    ],
+)
 def test_every_file_format_reads(tmp_path, suffix, options):
     path = tmp_path / f"digit{suffix}"
     Image.fromarray(255 - DIGIT).resize((100, 100), Image.Resampling.BICUBIC).save(path, **options)
     assert close(mnist_digit(read_image(path)), DIGIT) < 0.03
 
 
-@pytest.mark.parametrize("image", [Image.new("L", (40, 30), 255), Image.new("RGB", (40, 30), (10, 200, 30)),
-                                   Image.new("RGBA", (40, 30), (0, 0, 0, 0))], ids=["white", "green", "transparent"])
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.new("L", (40, 30), 255),
+        Image.new("RGB", (40, 30), (10, 200, 30)),
+        Image.new("RGBA", (40, 30), (0, 0, 0, 0)),
+    ],
+    ids=["white", "green", "transparent"],
+)
 def test_an_image_without_ink_is_an_error(image):
     with pytest.raises(NoInkError, match="no digit found"):
         mnist_digit(image)

@@ -33,7 +33,9 @@ def test_two_processes_match_one_through_dvc_repro(tmp_path):
     print(f"val accuracy: 1 process {one['val_accuracy']}, 2 processes {two['val_accuracy']}")
     assert one["val_accuracy"] > 0.5  # it learned: the comparison means something
     assert abs(two["val_accuracy"] - one["val_accuracy"]) <= VAL_ACCURACY_TOLERANCE
-    assert sorted((multi.path / "models").iterdir()) == sorted(multi.path / PATHS[k] for k in ("checkpoint", "model", "onnx"))
+    assert sorted((multi.path / "models").iterdir()) == sorted(
+        multi.path / PATHS[k] for k in ("checkpoint", "model", "onnx")
+    )
     assert not any(p.name.endswith(".tmp") for p in multi.path.rglob("*"))
 
     # raising epochs resumes with two processes too

@@ -111,8 +111,9 @@ def test_killed_mid_download_leaves_no_partial_file_and_a_rerun_succeeds(tmp_pat
     params["data"]["mirrors"] = [f"http://127.0.0.1:{port}/"]
     project = make_project(tmp_path / "p", tmp_path / "mirror", checksums, params)
     env = {k: v for k, v in project.env.items() if k != "MNIST_MIRROR"}
-    proc = subprocess.Popen(stage_command("download"), cwd=project.path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        stage_command("download"), cwd=project.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     raw = project.path / PATHS["raw"]
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None and not raw.exists():
@@ -136,10 +137,13 @@ def test_the_project_checksums_are_the_published_ones():
     assert len(checksums) == 4
 
 
-@pytest.mark.parametrize("text, message", [
-    ("abc  train-images-idx3-ubyte\n", "line 1: 'abc  train-images-idx3-ubyte' is not"),
-    ("0" * 64 + "  train-images-idx3-ubyte\n", "must list exactly"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("abc  train-images-idx3-ubyte\n", "line 1: 'abc  train-images-idx3-ubyte' is not"),
+        ("0" * 64 + "  train-images-idx3-ubyte\n", "must list exactly"),
+    ],
+)
 def test_bad_checksum_files_are_named(tmp_path, text, message):
     path = tmp_path / "mnist.sha256"
     path.write_text(text)

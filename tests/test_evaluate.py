@@ -42,6 +42,9 @@ def test_confusion_rows_pair_each_label_with_its_prediction_in_order():
 
 def test_a_model_normalized_otherwise_than_the_split_is_refused_naming_both_files():
     check_normalization("model.pt", {"mean": 0.1307, "std": 0.3081}, "test.pt", {"mean": 0.1307, "std": 0.3081})
-    with pytest.raises(PipelineError, match=r"^model.pt was trained on images normalized with mean 0.1307, std "
-                                            r"0.3081, but test.pt uses mean 0.5, std 0.3081; "):
+    with pytest.raises(
+        PipelineError,
+        match=r"^model.pt was trained on images normalized with mean 0.1307, std "
+        r"0.3081, but test.pt uses mean 0.5, std 0.3081; ",
+    ):
         check_normalization("model.pt", {"mean": 0.1307, "std": 0.3081}, "test.pt", {"mean": 0.5, "std": 0.3081})

@@ -46,8 +46,10 @@ def test_repro_exports_a_checked_onnx_model_that_predict_runs(project, tmp_path)
     for i in range(3):
         pixels = (test["images"][i, 0].numpy() * test["std"] + test["mean"]) * 255
         Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{i}.png")
-    outputs = [project.run(str(BIN / "alexnet-mnist"), "predict", str(folder), "--json", *model)
-               for model in ([], ["--model", PATHS["onnx"]])]
+    outputs = [
+        project.run(str(BIN / "alexnet-mnist"), "predict", str(folder), "--json", *model)
+        for model in ([], ["--model", PATHS["onnx"]])
+    ]
     default, exported = ([json.loads(line) for line in o.stdout.splitlines()] for o in outputs)
     assert len(default) == 3 and [o["digit"] for o in default] == [o["digit"] for o in exported]
 

@@ -27,8 +27,7 @@ def test_lrn_matches_pytorch_on_cuda():
 def test_deterministic_cuda_training_is_bitwise_repeatable():
     make_deterministic(CUDA)
     images, labels = synthetic_mnist(256, seed=1)
-    data = {"images": torch.from_numpy(images).float().div(255).unsqueeze(1),
-            "labels": torch.from_numpy(labels).long()}
+    data = {"images": torch.from_numpy(images).float().div(255).unsqueeze(1), "labels": torch.from_numpy(labels).long()}
     params = train_params(epochs=1, batch_size=32, seed=3, device="cuda", precision="bf16", deterministic=True)
     runs = [fit(data, data, ModelConfig(image_size=227, dropout=0.5), params, CUDA, "bf16") for _ in range(2)]
     assert_same_weights(*(r.model.state_dict() for r in runs))

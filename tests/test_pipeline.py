@@ -16,8 +16,9 @@ from conftest import PATHS, ROOT, Project, make_project, params_at, ran, tiny_pa
 pytestmark = pytest.mark.slow
 
 # every file the pipeline writes: the raw files, then each path dvc.yaml names (the checkpoint too)
-OUTPUTS = [f"{PATHS['raw']}/{name}" for name in MNIST_FILES] + [path for key, path in PATHS.items()
-                                                                 if key not in ("raw", "checksums")]
+OUTPUTS = [f"{PATHS['raw']}/{name}" for name in MNIST_FILES] + [
+    path for key, path in PATHS.items() if key not in ("raw", "checksums")
+]
 DEFAULT_LR = tiny_params()["train"]["lr"]  # params.yaml's, which the test projects start from
 
 README_KEEP = r"Experiment|Created|^accuracy|^loss|val_accuracy|seconds|^model\.|^train\.(epochs|lr|batch_size|seed)|data.train_size"
@@ -95,9 +96,11 @@ def test_experiments_rerun_from_train_and_compare(reproduced):
 
     # `dvc exp run` leaves its params in the workspace, so exp-b also has exp-a's 2 epochs
     assert json.loads(reproduced.dvc("params", "diff", "HEAD", "exp-a", "--json").stdout) == {
-        "params.yaml": {"train.epochs": {"old": 1, "new": 2, "diff": 1}}}
+        "params.yaml": {"train.epochs": {"old": 1, "new": 2, "diff": 1}}
+    }
     assert json.loads(reproduced.dvc("params", "diff", "exp-a", "exp-b", "--json").stdout) == {
-        "params.yaml": {"train.lr": {"old": DEFAULT_LR, "new": 0.002, "diff": pytest.approx(0.002 - DEFAULT_LR)}}}
+        "params.yaml": {"train.lr": {"old": DEFAULT_LR, "new": 0.002, "diff": pytest.approx(0.002 - DEFAULT_LR)}}
+    }
     assert "accuracy" in reproduced.dvc("metrics", "diff", "exp-a", "exp-b").stdout
 
     reproduced.dvc("plots", "diff", "exp-a", "exp-b", "-o", "dvc_plots")
@@ -114,8 +117,10 @@ def test_two_queued_experiments_run_in_parallel_with_their_own_results(tmp_path)
     project.dvc("queue", "start", "-j", "2")
     status = project.wait_for_queue()
     assert status.count("Success") == 2, status
-    found = {name: (params["train"], metrics[PATHS["eval_metrics"]])
-             for name, (params, metrics) in project.experiments().items()}
+    found = {
+        name: (params["train"], metrics[PATHS["eval_metrics"]])
+        for name, (params, metrics) in project.experiments().items()
+    }
     assert found["q-lr"][0]["lr"] == 0.002 and found["q-lr"][0]["seed"] == 42
     assert found["q-seed"][0]["seed"] == 5 and found["q-seed"][0]["lr"] == DEFAULT_LR
     assert found["q-lr"][1]["samples"] == found["q-seed"][1]["samples"] == 100
@@ -152,7 +157,11 @@ def test_readme_reference_recipe_and_sweep_run_as_written(tmp_path):
     params, metrics = found.pop("reference-recipe")
     # the original tutorial's loop: Adam at a constant lr of 0.001, no augmentation
     assert {key: params["train"][key] for key in ("lr", "lr_decay", "shift", "rotate")} == {
-        "lr": 0.001, "lr_decay": 1.0, "shift": 0.0, "rotate": 0.0}
+        "lr": 0.001,
+        "lr_decay": 1.0,
+        "shift": 0.0,
+        "rotate": 0.0,
+    }
     assert metrics[PATHS["eval_metrics"]]["samples"] == 100
 
     ran_grid = sorted(tuple(params_at(params, key) for key in grid) for params, _ in found.values())

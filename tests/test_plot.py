@@ -12,8 +12,9 @@ from conftest import PATHS, ROOT, fail_line, stage_command, synthetic_mnist, wri
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PNGS = ("curves_png", "confusion_png", "misclassified_png")
-HISTORY = ("epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds\n"
-           "1,0.9,0.70,0.5,0.85,10.0\n2,0.3,0.90,0.2,0.93,9.5\n")
+HISTORY = (
+    "epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds\n1,0.9,0.70,0.5,0.85,10.0\n2,0.3,0.90,0.2,0.93,9.5\n"
+)
 CONFUSION = "actual,predicted\n0,0\n1,1\n2,1\n9,9\n"
 
 

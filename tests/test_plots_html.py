@@ -18,8 +18,14 @@ from dvc_render.html import PAGE_HTML  # DVC's default page, which loads vega fr
 from conftest import ROOT, Project, html_template, make_project, tiny_params, write_mnist
 
 HEADLESS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--host-resolver-rules=MAP * ~NOTFOUND",  # no host name or address resolves: no network at all
 ]
 EXPERIMENTS = ("exp-a", "exp-b")
@@ -71,10 +77,19 @@ def render(chromium: str, page: Path, profile: Path) -> dict[str, Element]:
     layout); vega-embed replaces that script by the chart.
     """
     written = Tree(page.read_text(encoding="utf8")).root.iter()
-    ids = {div.attrs.get("id") for div in written
-           if div.tag == "div" and any(c.tag == "script" and "vegaEmbed(" in c.text for c in div.children)}
-    command = [chromium, *HEADLESS, f"--user-data-dir={profile}", "--virtual-time-budget=20000",  # ms
-               "--dump-dom", page.as_uri()]
+    ids = {
+        div.attrs.get("id")
+        for div in written
+        if div.tag == "div" and any(c.tag == "script" and "vegaEmbed(" in c.text for c in div.children)
+    }
+    command = [
+        chromium,
+        *HEADLESS,
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=20000",  # ms
+        "--dump-dom",
+        page.as_uri(),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "</html>" in result.stdout, f"{' '.join(command)}\n{result.stderr[-3000:]}"
     return {e.attrs["id"]: e for e in Tree(result.stdout).root.iter() if e.attrs.get("id") in ids}
@@ -82,8 +97,12 @@ def render(chromium: str, page: Path, profile: Path) -> dict[str, Element]:
 
 def marks(chart: Element) -> list[Element]:
     """What vega drew from the data: the items of its mark groups (axes and legends are other roles)."""
-    return [item for group in chart.iter() if group.tag == "g"
-            and "role-mark" in (group.attrs.get("class") or "").split() for item in group.children]
+    return [
+        item
+        for group in chart.iter()
+        if group.tag == "g" and "role-mark" in (group.attrs.get("class") or "").split()
+        for item in group.children
+    ]
 
 
 def vega_plots(project: Project) -> dict[str, dict]:
@@ -95,8 +114,12 @@ def vega_plots(project: Project) -> dict[str, dict]:
     spec = yaml.safe_load((project.path / "dvc.yaml").read_text())
     paths = spec["vars"][0]["paths"]
     entries = [*spec["plots"], *(entry for stage in spec["stages"].values() for entry in stage.get("plots", []))]
-    named = {re.sub(r"\$\{paths\.(\w+)\}", lambda m: paths[m[1]], name): props
-             for entry in entries if isinstance(entry, dict) for name, props in entry.items()}
+    named = {
+        re.sub(r"\$\{paths\.(\w+)\}", lambda m: paths[m[1]], name): props
+        for entry in entries
+        if isinstance(entry, dict)
+        for name, props in entry.items()
+    }
     return {Renderer.remove_special_chars(name): props for name, props in named.items() if "y" in (props or {})}
 
 
@@ -177,5 +200,6 @@ def test_template_holds_the_versions_of_the_lock_file():
     lock = json.loads((folder / "package-lock.json").read_text())["packages"]
     assert {name: lock[f"node_modules/{name}"]["version"] for name in pinned} == pinned  # exact pins
     built = re.search(r"from package-lock.json \(([^)]*)\)", template.read_text(encoding="utf8"))
-    assert built and dict(item.split(" ") for item in built.group(1).split(", ")) == pinned, \
+    assert built and dict(item.split(" ") for item in built.group(1).split(", ")) == pinned, (
         f"{template} was not built from {folder / 'package-lock.json'}: run python {folder / 'build.py'}"
+    )

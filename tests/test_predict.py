@@ -29,12 +29,14 @@ LINE = re.compile(r"^(?P<path>.+): (?P<digit>\d) \((?P<probability>[01]\.\d{3})\
 
 def predict(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The installed command, run as a user runs it."""
-    return subprocess.run([str(BIN / "alexnet-mnist"), "predict", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [str(BIN / "alexnet-mnist"), "predict", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def png_of_size(path: Path, width: int, height: int) -> None:
     """A real, valid 1-bit PNG of width x height white pixels, written row by row: tiny on disk at any size."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
 
@@ -74,8 +76,9 @@ def test_a_folder_with_one_bad_file_predicts_the_others_and_exits_1(untrained, g
     torn.write_bytes(torn.read_bytes()[:100])
     before = sorted(good_digits.iterdir())
     result = predict(str(good_digits), "--model", str(untrained))
-    assert fail_line(result) == (f"error: {torn}: cannot be read as an image (image file is truncated); "
-                                 f"the file may be truncated or damaged")
+    assert fail_line(result) == (
+        f"error: {torn}: cannot be read as an image (image file is truncated); the file may be truncated or damaged"
+    )
     assert len(result.stderr.strip().splitlines()) == 1
     lines = result.stdout.splitlines()
     assert [LINE.match(line)["path"] for line in lines] == [str(good_digits / f"digit-{i}.png") for i in (0, 2)]
@@ -98,8 +101,12 @@ def test_top_and_json(untrained, good_digits):
 def test_a_reader_that_stops_early_ends_the_command_quietly(untrained, good_digits):
     """`alexnet-mnist predict folder | head -1`: the closed pipe stops the command without a traceback."""
     many = [str(good_digits)] * 200  # more lines than a pipe buffers, so a write meets the closed pipe
-    with subprocess.Popen([str(BIN / "alexnet-mnist"), "predict", *many, "--model", str(untrained)],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as command:
+    with subprocess.Popen(
+        [str(BIN / "alexnet-mnist"), "predict", *many, "--model", str(untrained)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as command:
         first = command.stdout.readline()
         command.stdout.close()
         err = command.stderr.read()
@@ -181,6 +188,7 @@ def test_without_model_and_dvc_yaml_says_to_pass_model(tmp_path, good_digits):
 
 # ---- on the real MNIST files: a small trained model, real test digits written out as images ----
 
+
 def read_real(name: str, ndim: int) -> np.ndarray:
     plain = REAL_MIRROR / name
     data = plain.read_bytes() if plain.exists() else gzip.decompress((REAL_MIRROR / f"{name}.gz").read_bytes())
@@ -199,8 +207,14 @@ def trained(tmp_path_factory) -> tuple[Path, AlexNet]:
         return {"images": normalize(images[part], MEAN, STD), "labels": torch.from_numpy(labels[part].astype(np.int64))}
 
     params = train_params(epochs=2, lr=0.0005, lr_decay=0.6, batch_size=64, device="cpu", precision="fp32")
-    run = fit(split(slice(0, 5000)), split(slice(-500, None)), ModelConfig(image_size=67, dropout=0.5), params,
-              torch.device("cpu"), "fp32")
+    run = fit(
+        split(slice(0, 5000)),
+        split(slice(-500, None)),
+        ModelConfig(image_size=67, dropout=0.5),
+        params,
+        torch.device("cpu"),
+        "fp32",
+    )
     path = tmp_path_factory.mktemp("trained") / "model.pt"
     save_model(path, run.model, {"mean": MEAN, "std": STD}, {})
     return path, run.model.eval()
@@ -259,8 +273,10 @@ def test_real_digits_as_png_files_get_the_models_predictions(trained, real_pngs)
     same = got == expected
     by_kind = {kind: float(np.mean([s for s, k in zip(same, kinds, strict=True) if k == kind])) for kind in KINDS}
     labels = read_real(TEST_LABELS, 1)[:200]
-    print(f"same prediction as the tensors: {same.mean():.3f} of 200 {by_kind}; model accuracy on the "
-          f"tensors {np.mean(expected == labels):.3f}, on the PNG files {np.mean(got == labels):.3f}")
+    print(
+        f"same prediction as the tensors: {same.mean():.3f} of 200 {by_kind}; model accuracy on the "
+        f"tensors {np.mean(expected == labels):.3f}, on the PNG files {np.mean(got == labels):.3f}"
+    )
     assert same.mean() >= AGREEMENT
 
 
@@ -281,5 +297,9 @@ def test_the_onnx_export_predicts_as_the_model_file(tmp_path, trained, real_pngs
     with_torch, with_onnx = ([json.loads(line) for line in o.stdout.splitlines()] for o in outputs)
     assert [o["path"] for o in with_torch] == [o["path"] for o in with_onnx]
     assert [o["digit"] for o in with_torch] == [o["digit"] for o in with_onnx]
-    assert np.abs(np.array([o["probabilities"] for o in with_torch]) -
-                  np.array([o["probabilities"] for o in with_onnx])).max() <= 1e-4
+    assert (
+        np.abs(
+            np.array([o["probabilities"] for o in with_torch]) - np.array([o["probabilities"] for o in with_onnx])
+        ).max()
+        <= 1e-4
+    )

@@ -26,11 +26,14 @@ def test_images_and_labels_of_different_counts_name_both_files(tmp_path):
     assert f"{tmp_path / 'images'} holds 100 images but {tmp_path / 'labels'} holds 99 labels" in str(error.value)
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"val_size": 100}, "data.val_size: 100 leaves no training images (the training files hold 100)"),
-    ({"train_size": 81}, "data.train_size: 81 is more than the 80 images left"),
-    ({"test_size": 51}, "data.test_size: 51 is more than the 50 test images"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"val_size": 100}, "data.val_size: 100 leaves no training images (the training files hold 100)"),
+        ({"train_size": 81}, "data.train_size: 81 is more than the 80 images left"),
+        ({"test_size": 51}, "data.test_size: 51 is more than the 50 test images"),
+    ],
+)
 def test_prepare_rejects_sizes_the_data_cannot_give(changes, message):
     images, labels = synthetic_mnist(100, 0)
     test_images, test_labels = synthetic_mnist(50, 1)
@@ -77,4 +80,3 @@ def test_prepare_stage_names_a_wrong_magic_number(project):
     (project.path / PATHS["raw"] / TRAIN_LABELS).write_bytes(encode_idx(np.zeros((5, 28, 28))))
     line = fail_line(project.stage("prepare"))
     assert "train-labels-idx1-ubyte: wrong magic number 0x00000803" in line
-

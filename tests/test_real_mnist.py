@@ -14,9 +14,12 @@ from conftest import PATHS, REAL_MIRROR, ROOT, deep_update, make_project, needs_
 
 # The README's quick recipe (67x67, lr 0.0005 decaying by 0.6 per epoch, the default shifts and
 # rotations, batch 64), shortened to 2 epochs on 10,000 images to fit CI's time.
-REAL = dict(data={"val_size": 1000, "train_size": 10000, "test_size": 2000},
-            model={"image_size": 67},
-            train={"epochs": 2, "batch_size": 64, "lr": 0.0005, "lr_decay": 0.6}, evaluate={"batch_size": 500})
+REAL = dict(
+    data={"val_size": 1000, "train_size": 10000, "test_size": 2000},
+    model={"image_size": 67},
+    train={"epochs": 2, "batch_size": 64, "lr": 0.0005, "lr_decay": 0.6},
+    evaluate={"batch_size": 500},
+)
 # Fraction of the 2000 test images. Healthy runs of REAL differ by a point or two between CPUs,
 # instruction sets and precisions (BENCHMARKS.md, "The real-MNIST test's threshold"); 0.90 leaves
 # room below all of them, and a recipe that no longer learns well (a wrong learning rate or
@@ -26,12 +29,19 @@ TARGET_TEST_ACCURACY = 0.90
 pytestmark = [pytest.mark.slow, needs_real_mnist]
 
 
-@pytest.mark.parametrize("precision", [
-    "fp32",  # what precision auto trains in on CPUs without native bf16
-    pytest.param("bf16", marks=pytest.mark.skipif(
-        not native_bf16(torch.device("cpu")),
-        reason="no native bf16 on this CPU: emulated, several times slower than fp32, never chosen by auto")),
-])
+@pytest.mark.parametrize(
+    "precision",
+    [
+        "fp32",  # what precision auto trains in on CPUs without native bf16
+        pytest.param(
+            "bf16",
+            marks=pytest.mark.skipif(
+                not native_bf16(torch.device("cpu")),
+                reason="no native bf16 on this CPU: emulated, several times slower than fp32, never chosen by auto",
+            ),
+        ),
+    ],
+)
 def test_short_real_run_reaches_the_target_accuracy(tmp_path, precision):
     from alexnet_mnist.download import read_checksums
 

@@ -10,16 +10,31 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import BIN, PATHS, assert_same_weights, history_without_seconds, make_project, ran, saved_weights, \
-    tiny_params, write_mnist
+from conftest import (
+    BIN,
+    PATHS,
+    assert_same_weights,
+    history_without_seconds,
+    make_project,
+    ran,
+    saved_weights,
+    tiny_params,
+    write_mnist,
+)
 
 pytestmark = pytest.mark.slow
 
 
 def start_repro(project) -> subprocess.Popen:
     """`dvc repro` in the background, in a session of its own, so that killing it kills the stage too."""
-    return subprocess.Popen([str(BIN / "dvc"), "repro"], cwd=project.path, env=project.env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [str(BIN / "dvc"), "repro"],
+        cwd=project.path,
+        env=project.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def first_history(proc: subprocess.Popen, history: Path) -> list[dict]:
@@ -87,8 +102,10 @@ def trained_once(tmp_path_factory):
     project.dvc("repro")
     project.run("git", "add", "-A")
     project.run("git", "commit", "-qm", "params A, trained")
-    project.written = {path: (project.path / path).read_bytes()
-                       for path in (PATHS["model"], PATHS["checkpoint"], PATHS["history"], PATHS["train_metrics"])}
+    project.written = {
+        path: (project.path / path).read_bytes()
+        for path in (PATHS["model"], PATHS["checkpoint"], PATHS["history"], PATHS["train_metrics"])
+    }
     return project
 
 

@@ -10,14 +10,26 @@ pytestmark = pytest.mark.slow
 
 ARTIFACT = "alexnet-mnist"  # the model's name under artifacts: in dvc.yaml
 # what a teammate gets from the remotes: DVC-cached outputs and git-tracked metrics and plots
-SHARED = [PATHS["train_set"], PATHS["val_set"], PATHS["test_set"], PATHS["model"], PATHS["history"],
-          PATHS["train_metrics"], PATHS["eval_metrics"], PATHS["confusion"], PATHS["curves_png"]]
+SHARED = [
+    PATHS["train_set"],
+    PATHS["val_set"],
+    PATHS["test_set"],
+    PATHS["model"],
+    PATHS["history"],
+    PATHS["train_metrics"],
+    PATHS["eval_metrics"],
+    PATHS["confusion"],
+    PATHS["curves_png"],
+]
 
 
 def contents(root: Path) -> dict[str, bytes]:
     """Every file of the workspace but git's and DVC's own, by path."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.relative_to(root).parts[0] not in (".git", ".dvc")}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).parts[0] not in (".git", ".dvc")
+    }
 
 
 @pytest.fixture(scope="module")

@@ -56,13 +56,13 @@ def test_train_and_evaluate_stage_errors(project):
     assert not (project.path / PATHS["eval_metrics"]).exists()
 
 
-
 def test_a_full_disk_stops_a_stage_with_one_line_naming_the_file_and_keeps_the_old_one(project):
     """Writes beyond RLIMIT_FSIZE fail (EFBIG) as on a full disk (ENOSPC), through the same code path."""
     for stage in ("download", "prepare", "train", "evaluate"):
         assert project.stage(stage).returncode == 0, stage
-    model, checkpoint, metrics, confusion = (project.path / PATHS[k] for k in
-                                             ("model", "checkpoint", "eval_metrics", "confusion"))
+    model, checkpoint, metrics, confusion = (
+        project.path / PATHS[k] for k in ("model", "checkpoint", "eval_metrics", "confusion")
+    )
     trained = model.read_bytes()
     for path in (model, metrics, confusion):
         path.write_bytes(b"old")
@@ -70,9 +70,11 @@ def test_a_full_disk_stops_a_stage_with_one_line_naming_the_file_and_keeps_the_o
 
     # after the epoch, the train stage writes its checkpoint, larger than 1 MB
     line = fail_line(project.stage("train", limits={"RLIMIT_FSIZE": 1_000_000}))
-    assert line == (f"error: {PATHS['checkpoint']}: could not be written: File too large; the file system or this "
-                    f"process's file size limit (ulimit -f) allows no larger file; raise the limit or write to "
-                    f"another file system, and rerun")
+    assert line == (
+        f"error: {PATHS['checkpoint']}: could not be written: File too large; the file system or this "
+        f"process's file size limit (ulimit -f) allows no larger file; raise the limit or write to "
+        f"another file system, and rerun"
+    )
     assert model.read_bytes() == b"old" and not checkpoint.exists()
 
     # the evaluate stage's confusion CSV (100 rows) is larger than 100 bytes
@@ -96,8 +98,10 @@ def test_an_image_size_too_large_for_the_device_stops_training_before_any_work(p
     project.write_params(tiny_params(model={"image_size": 100_000}))
     line = fail_line(project.stage("train"))
     assert line.startswith("error: model.image_size 100000 with train.batch_size 32 cannot fit on cpu, which has ")
-    assert line.endswith("37.2 TiB of weights and as much again for each of their gradients and Adam's two moments; "
-                         "lower model.image_size")
+    assert line.endswith(
+        "37.2 TiB of weights and as much again for each of their gradients and Adam's two moments; "
+        "lower model.image_size"
+    )
     assert not (project.path / "models").exists()
 
 
@@ -127,8 +131,11 @@ def test_running_out_of_memory_while_training_stops_with_one_line(tmp_path):
     assert project.stage("download").returncode == 0 and project.stage("prepare").returncode == 0
     line = fail_line(project.stage("train", limits={"RLIMIT_AS": ADDRESS_SPACE}))
     assert line.startswith("error: train stage: out of memory on cpu (")
-    assert re.search(r"\) with model.image_size 640 and train.batch_size 2048: an allocation of [\d.]+ [GM]iB "
-                     r"failed; lower train.batch_size or model.image_size and rerun$", line)
+    assert re.search(
+        r"\) with model.image_size 640 and train.batch_size 2048: an allocation of [\d.]+ [GM]iB "
+        r"failed; lower train.batch_size or model.image_size and rerun$",
+        line,
+    )
     assert not (project.path / "models").exists()
 
 

@@ -19,8 +19,9 @@ def train_params(**changes) -> TrainParams:
     """Small, fast settings on the CPU, in fp32, and the reference loop's recipe (constant lr 0.001, no
     augmentation) unless asked: these tests change one knob at a time against it, whatever params.yaml says."""
     plain = {"lr": 1e-3, "lr_decay": 1.0, "shift": 0.0, "rotate": 0.0}
-    return defaults(**{"epochs": 2, "batch_size": 32, "seed": 7, "device": "cpu", "precision": "fp32", **plain,
-                       **changes})
+    return defaults(
+        **{"epochs": 2, "batch_size": 32, "seed": 7, "device": "cpu", "precision": "fp32", **plain, **changes}
+    )
 
 
 def dataset(n: int, seed: int) -> dict:
@@ -107,8 +108,13 @@ def test_summarize_history_takes_the_last_epoch_and_total_speed():
         {"epoch": 2, "train_loss": 0.3, "train_accuracy": 0.9, "val_loss": 0.2, "val_accuracy": 0.95, "seconds": 1.0},
     ]
     assert summarize_history(history, images_per_epoch=100) == {
-        "epochs": 2, "train_loss": 0.3, "train_accuracy": 0.9, "val_loss": 0.2, "val_accuracy": 0.95,
-        "seconds": 4.0, "images_per_second": 50.0,
+        "epochs": 2,
+        "train_loss": 0.3,
+        "train_accuracy": 0.9,
+        "val_loss": 0.2,
+        "val_accuracy": 0.95,
+        "seconds": 4.0,
+        "images_per_second": 50.0,
     }
 
 

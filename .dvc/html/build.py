@@ -54,10 +54,14 @@ def inline(name: str, code: str) -> str:
     """One <script> element holding `code`, the minified build of package `name`."""
     code = re.sub(r"\n//# sourceMappingURL=\S+\s*$", "\n", code)  # the map is not shipped
     if re.search(r"</script", code, re.IGNORECASE):
-        sys.exit(f"error: {name}'s {BUILDS[name]} holds '</script', which would end the inline script; pin another version in {HERE / 'package.json'}")
+        sys.exit(
+            f"error: {name}'s {BUILDS[name]} holds '</script', which would end the inline script; pin another version in {HERE / 'package.json'}"
+        )
     for placeholder in DVC_PLACEHOLDERS:
         if placeholder in code:
-            sys.exit(f"error: {name}'s {BUILDS[name]} holds {placeholder}, which dvc would replace; pin another version in {HERE / 'package.json'}")
+            sys.exit(
+                f"error: {name}'s {BUILDS[name]} holds {placeholder}, which dvc would replace; pin another version in {HERE / 'package.json'}"
+            )
     return f"    <script>/* {name} */\n{code.rstrip()}\n    </script>"
 
 
@@ -69,11 +73,17 @@ def licenses(modules: Path, lock: dict) -> str:
         if not key or not folder.is_dir():  # the root, or an optional package for another platform
             continue
         files = sorted(p for p in folder.iterdir() if re.match(r"(licen[cs]e|copying)", p.name, re.IGNORECASE))
-        text = "\n".join(p.read_text(encoding="utf8").strip() for p in files) or "(the npm package holds no license file)"
-        parts.append(f"{key.removeprefix('node_modules/')} {entry['version']} ({entry.get('license', 'no license field')})\n\n{text}\n")
-    header = ("Licenses of the npm packages installed from package-lock.json, whose code index.html holds\n"
-              "(the minified builds bundle their dependencies). Where a package holds no license file,\n"
-              "the license named in its package.json is given.\n")
+        text = (
+            "\n".join(p.read_text(encoding="utf8").strip() for p in files) or "(the npm package holds no license file)"
+        )
+        parts.append(
+            f"{key.removeprefix('node_modules/')} {entry['version']} ({entry.get('license', 'no license field')})\n\n{text}\n"
+        )
+    header = (
+        "Licenses of the npm packages installed from package-lock.json, whose code index.html holds\n"
+        "(the minified builds bundle their dependencies). Where a package holds no license file,\n"
+        "the license named in its package.json is given.\n"
+    )
     return f"{'=' * 72}\n".join([header, *parts])
 
 

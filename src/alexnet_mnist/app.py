@@ -29,12 +29,17 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     predict = commands.add_parser("predict", help="the digit in each image", description=PREDICT)
     predict.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="an image file or a folder of images")
-    predict.add_argument("--model", type=Path, metavar="FILE",
-                         help="a model file (.pt) or its ONNX export (.onnx); default: the model path in "
-                              "dvc.yaml of the current folder (models/model.pt)")
+    predict.add_argument(
+        "--model",
+        type=Path,
+        metavar="FILE",
+        help="a model file (.pt) or its ONNX export (.onnx); default: the model path in "
+        "dvc.yaml of the current folder (models/model.pt)",
+    )
     predict.add_argument("--top", type=int, default=1, metavar="K", help="print the K most likely digits (1-10)")
-    predict.add_argument("--json", action="store_true",
-                         help="one JSON object per image: path, digit, probabilities (of 0..9)")
+    predict.add_argument(
+        "--json", action="store_true", help="one JSON object per image: path, digit, probabilities (of 0..9)"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.top <= 10:
         predict.error(f"--top: {args.top} is not in 1..10")

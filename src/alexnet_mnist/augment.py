@@ -22,8 +22,9 @@ def random_affine(images: torch.Tensor, size: int, shift: float, rotate: float, 
     angle = draws[:, 0] * math.radians(rotate)
     offset = draws[:, 1:] * (2 * shift / MNIST_SIDE)  # pixels -> grid units: the image spans [-1, 1]
     cos, sin = angle.cos(), angle.sin()
-    theta = torch.stack([torch.stack([cos, -sin, offset[:, 0]], 1),
-                         torch.stack([sin, cos, offset[:, 1]], 1)], 1)  # (B, 2, 3)
+    theta = torch.stack(
+        [torch.stack([cos, -sin, offset[:, 0]], 1), torch.stack([sin, cos, offset[:, 1]], 1)], 1
+    )  # (B, 2, 3)
     grid = F.affine_grid(theta.to(images.dtype), [len(images), images.shape[1], size, size], align_corners=False)
     x = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return x.contiguous(memory_format=torch.channels_last)

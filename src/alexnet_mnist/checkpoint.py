@@ -52,13 +52,17 @@ def code_digest(script: Path) -> str:
     editing the plot or download code leaves a checkpoint usable.
     """
     package = __name__.rpartition(".")[0]
-    modules = sorted(Path(m.__file__) for name, m in list(sys.modules.items())
-                     if (name == package or name.startswith(package + ".")) and getattr(m, "__file__", None))
+    modules = sorted(
+        Path(m.__file__)
+        for name, m in list(sys.modules.items())
+        if (name == package or name.startswith(package + ".")) and getattr(m, "__file__", None)
+    )
     return file_digest(Path(script), *modules)
 
 
-def fingerprint(config: ModelConfig, train: TrainParams, device: str, precision: str, inputs_digest: str,
-                world: int = 1) -> str:
+def fingerprint(
+    config: ModelConfig, train: TrainParams, device: str, precision: str, inputs_digest: str, world: int = 1
+) -> str:
     """Everything a run's result depends on except the number of epochs.
 
     Two runs with equal fingerprints follow the same trajectory epoch by epoch (nothing, the
@@ -82,20 +86,25 @@ def save(path: Path, run: Run, fingerprint: str) -> None:
     """Save `run` with its `fingerprint` to `path` (atomically). Collective: every process calls it,
     since it gathers each one's dropout RNG state; process 0 writes."""
     device = next(run.model.parameters()).device
-    rng = distributed.all_gather({
-        "cpu": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state(device).cpu() if device.type == "cuda" else None,
-    })
+    rng = distributed.all_gather(
+        {
+            "cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device).cpu() if device.type == "cuda" else None,
+        }
+    )
     if distributed.is_main():
-        storage.save(path, {
-            "fingerprint": fingerprint,
-            "model": run.model.state_dict(),
-            "optimizer": run.optimizer.state_dict(),
-            "history": run.history,
-            "rng": rng,  # one per process, by rank
-            "rng_shuffle": run.shuffle.get_state(),
-            "rng_augment": run.augment.get_state(),
-        })
+        storage.save(
+            path,
+            {
+                "fingerprint": fingerprint,
+                "model": run.model.state_dict(),
+                "optimizer": run.optimizer.state_dict(),
+                "history": run.history,
+                "rng": rng,  # one per process, by rank
+                "rng_shuffle": run.shuffle.get_state(),
+                "rng_augment": run.augment.get_state(),
+            },
+        )
 
 
 def resume(path: Path, run: Run, fingerprint: str, epochs: int) -> bool:

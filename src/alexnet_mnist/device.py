@@ -60,7 +60,9 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
 def cpu_name(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     """'AMD EPYC (family 26, model 2)': the model name with its family and model numbers; '' where unknown."""
     info = cpu_info(cpuinfo)
-    numbers = f" (family {info['cpu family']}, model {info['model']})" if "cpu family" in info and "model" in info else ""
+    numbers = (
+        f" (family {info['cpu family']}, model {info['model']})" if "cpu family" in info and "model" in info else ""
+    )
     return info.get("model name", "") + numbers
 
 

@@ -71,9 +71,11 @@ def ink(gray: np.ndarray) -> np.ndarray:
     floor = NOISE_SIGMAS * noise
     peak = float(signal.max())
     if peak - floor < MIN_CONTRAST:
-        raise NoInkError(f"no digit found: the image is blank or one colour (contrast {peak:.3f} "
-                         f"against a background noise of {floor:.3f} on a 0..1 scale); give an image of one "
-                         f"digit, darker or lighter than its background")
+        raise NoInkError(
+            f"no digit found: the image is blank or one colour (contrast {peak:.3f} "
+            f"against a background noise of {floor:.3f} on a 0..1 scale); give an image of one "
+            f"digit, darker or lighter than its background"
+        )
     return np.clip((signal - floor) / (peak - floor), 0.0, 1.0)
 
 

@@ -28,8 +28,15 @@ def launch(nproc: int, script: str, args: list[str]) -> int:
     Several: torchrun reads the PET_* variables the user set.
     """
     single_node = not os.environ.get("PET_NNODES")
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-               *(["--standalone"] if single_node else []), script, *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={nproc}",
+        *(["--standalone"] if single_node else []),
+        script,
+        *args,
+    ]
     print(f"starting {nproc} processes: {' '.join(command[1:])}", flush=True)
     return subprocess.run(command).returncode
 
@@ -41,8 +48,10 @@ def setup(device: torch.device) -> torch.device:
     local_rank = int(os.environ["LOCAL_RANK"])
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise PipelineError(f"train.nproc: process {local_rank} has no GPU of its own: this machine has "
-                                f"{torch.cuda.device_count()}; set train.nproc to at most that")
+            raise PipelineError(
+                f"train.nproc: process {local_rank} has no GPU of its own: this machine has "
+                f"{torch.cuda.device_count()}; set train.nproc to at most that"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

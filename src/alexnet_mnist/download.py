@@ -44,7 +44,9 @@ def read_checksums(path: Path) -> dict[str, str]:
             raise DownloadError(f"{path}, line {number}: {line!r} is not '<64 hex digits>  <file name>'")
         checksums[name.strip()] = digest
     if sorted(checksums) != sorted(MNIST_FILES):
-        raise DownloadError(f"{path}: must list exactly {', '.join(MNIST_FILES)}; lists {', '.join(checksums) or 'none'}")
+        raise DownloadError(
+            f"{path}: must list exactly {', '.join(MNIST_FILES)}; lists {', '.join(checksums) or 'none'}"
+        )
     return checksums
 
 

@@ -14,8 +14,9 @@ from .model import AlexNet, to_input
 
 def progress_bar(images: int, label: str | None) -> tqdm:
     """A progress bar over `images` images, in images/s, labelled `label`; None shows none."""
-    return tqdm(total=images, desc=label, unit="img", unit_scale=True, leave=False, mininterval=1.0,
-                disable=label is None)
+    return tqdm(
+        total=images, desc=label, unit="img", unit_scale=True, leave=False, mininterval=1.0, disable=label is None
+    )
 
 
 def check_normalization(model_path, normalization: dict, split_path, split: dict) -> None:

@@ -63,8 +63,10 @@ def read_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndar
     """(images, labels) from an idx3 and an idx1 file that must hold the same number of items."""
     images, labels = read_images(images_path), read_labels(labels_path)
     if len(images) != len(labels):
-        raise IdxError(f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels; "
-                       f"the files do not belong together: delete them and rerun: dvc repro download")
+        raise IdxError(
+            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels; "
+            f"the files do not belong together: delete them and rerun: dvc repro download"
+        )
     return images, labels
 
 

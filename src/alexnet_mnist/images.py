@@ -27,10 +27,13 @@ def expand(paths: list[Path]) -> list[Path | PipelineError]:
     found: list[Path | PipelineError] = []
     for path in paths:
         if path.is_dir():
-            files = sorted(p for p in path.iterdir()
-                           if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes)
-            found.extend(files or [PipelineError(f"{path}: folder holds no image files "
-                                                 f"(.png, .jpg, .bmp, .gif, .webp, .tif, ...)")])
+            files = sorted(
+                p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes
+            )
+            found.extend(
+                files
+                or [PipelineError(f"{path}: folder holds no image files (.png, .jpg, .bmp, .gif, .webp, .tif, ...)")]
+            )
         elif path.exists():
             found.append(path)
         else:

@@ -55,8 +55,15 @@ def footprint(config: ModelConfig, images: int, precision: str) -> tuple[int, in
     return weights, images * first[0].out_channels * side * side * element
 
 
-def require_fits(config: ModelConfig, batch_key: str, batch_size: int, images: int, device: torch.device,
-                 precision: str, training: bool) -> None:
+def require_fits(
+    config: ModelConfig,
+    batch_key: str,
+    batch_size: int,
+    images: int,
+    device: torch.device,
+    precision: str,
+    training: bool,
+) -> None:
     """Stop before any work when the run cannot fit in the device's memory; never when it may.
 
     The bound counts only tensors that must coexist: the weights with the first layer's output
@@ -71,11 +78,16 @@ def require_fits(config: ModelConfig, batch_key: str, batch_size: int, images: i
     if max(state, weights + activation) <= have:
         return
     if state >= weights + activation:
-        needed, parts = state, f"{size(weights)} of weights and as much again for each of their gradients and " \
-                               f"Adam's two moments"
+        needed, parts = (
+            state,
+            f"{size(weights)} of weights and as much again for each of their gradients and Adam's two moments",
+        )
     else:
-        needed, parts = weights + activation, f"{size(weights)} of weights and {size(activation)} for the first " \
-                                              f"layer's output of a batch of {images} images"
+        needed, parts = (
+            weights + activation,
+            f"{size(weights)} of weights and {size(activation)} for the first "
+            f"layer's output of a batch of {images} images",
+        )
     raise PipelineError(
         f"model.image_size {config.image_size} with {batch_key} {batch_size} cannot fit on {device}, which has "
         f"{size(have)}: {'training' if training else 'evaluation'} needs at least {size(needed)} there, {parts}; "

@@ -30,9 +30,14 @@ class ModelConfig:
     dropout: float  # probability, before each of the two hidden fully connected layers
 
     def __post_init__(self) -> None:
-        require(self.image_size >= MIN_IMAGE_SIZE, "model.image_size", f"{self.image_size} is too small for AlexNet: "
-                f"the minimum is {MIN_IMAGE_SIZE} (the reference loop uses 227)")
+        require(
+            self.image_size >= MIN_IMAGE_SIZE,
+            "model.image_size",
+            f"{self.image_size} is too small for AlexNet: "
+            f"the minimum is {MIN_IMAGE_SIZE} (the reference loop uses 227)",
+        )
         check_dropout(self.dropout)
+
 
 class Dropout(nn.Module):
     """`nn.Dropout` in effect: in training, zero each element with probability p, scale the rest by 1/(1-p).

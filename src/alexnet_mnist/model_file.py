@@ -14,12 +14,15 @@ REMAKE = "rerun the train stage: dvc repro -f train"
 
 def save_model(path: Path, model: AlexNet, normalization: dict, summary: dict) -> None:
     """Write the weights with the model config and the input normalization they were trained with."""
-    storage.save(path, {
-        "config": dataclasses.asdict(model.config),
-        "state_dict": model.state_dict(),
-        "normalization": normalization,  # {'mean', 'std'} of the 0..1 pixels, as in params data.*
-        "train": summary,
-    })
+    storage.save(
+        path,
+        {
+            "config": dataclasses.asdict(model.config),
+            "state_dict": model.state_dict(),
+            "normalization": normalization,  # {'mean', 'std'} of the 0..1 pixels, as in params data.*
+            "train": summary,
+        },
+    )
 
 
 def load_model(path: Path) -> tuple[AlexNet, dict]:

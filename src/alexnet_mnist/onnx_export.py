@@ -50,16 +50,24 @@ def export(model: AlexNet, normalization: dict, path: Path) -> None:
     model = model.cpu().eval()
     sample = torch.zeros(2, 1, MNIST_SIDE, MNIST_SIDE)
     with torch.no_grad():
-        program = torch.onnx.export(Digits(model).eval(), (sample,), dynamo=True, verbose=False,
-                                    input_names=[INPUT], output_names=[OUTPUT],
-                                    dynamic_shapes=({0: torch.export.Dim("batch")},))
-    program.model.metadata_props.update({
-        "mean": repr(float(normalization["mean"])),
-        "std": repr(float(normalization["std"])),
-        "image_size": str(model.config.image_size),
-        "input": "(batch, 1, 28, 28) float32 digits, white on black, pixels/255 then (x - mean) / std; "
-                 "resized to image_size inside the graph",
-    })
+        program = torch.onnx.export(
+            Digits(model).eval(),
+            (sample,),
+            dynamo=True,
+            verbose=False,
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+        )
+    program.model.metadata_props.update(
+        {
+            "mean": repr(float(normalization["mean"])),
+            "std": repr(float(normalization["std"])),
+            "image_size": str(model.config.image_size),
+            "input": "(batch, 1, 28, 28) float32 digits, white on black, pixels/255 then (x - mean) / std; "
+            "resized to image_size inside the graph",
+        }
+    )
     program.save(path, external_data=False)  # weights inside the one file, not beside it
 
 
@@ -77,10 +85,16 @@ def open_session(path: Path):
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     inputs, outputs = session.get_inputs(), session.get_outputs()
     expected_input, expected_output = [1, MNIST_SIDE, MNIST_SIDE], [NUM_CLASSES]  # past the batch dimension
-    if len(inputs) != 1 or inputs[0].shape[1:] != expected_input or len(outputs) != 1 \
-            or outputs[0].shape[1:] != expected_output:
-        raise PipelineError(f"{path}: an ONNX model, but not of (B, {', '.join(map(str, expected_input))}) digits "
-                            f"to (B, {NUM_CLASSES}) logits; {REMAKE}")
+    if (
+        len(inputs) != 1
+        or inputs[0].shape[1:] != expected_input
+        or len(outputs) != 1
+        or outputs[0].shape[1:] != expected_output
+    ):
+        raise PipelineError(
+            f"{path}: an ONNX model, but not of (B, {', '.join(map(str, expected_input))}) digits "
+            f"to (B, {NUM_CLASSES}) logits; {REMAKE}"
+        )
     return session, metadata
 
 
@@ -97,8 +111,12 @@ def compare(path: Path, model: AlexNet, images: torch.Tensor) -> dict:
             got = session.run([OUTPUT], {INPUT: x.numpy()})[0]
             largest = max(largest, float(np.abs(got - expected).max()))
             agree += int((got.argmax(1) == expected.argmax(1)).sum())
-    return {"max_abs_logit_difference": largest, "tolerance": TOLERANCE, "images": len(images),
-            "prediction_agreement": round(agree / max(len(images), 1), 6)}
+    return {
+        "max_abs_logit_difference": largest,
+        "tolerance": TOLERANCE,
+        "images": len(images),
+        "prediction_agreement": round(agree / max(len(images), 1), 6),
+    }
 
 
 def check(path: Path, comparison: dict) -> None:
@@ -108,7 +126,8 @@ def check(path: Path, comparison: dict) -> None:
         raise PipelineError(
             f"{path}: onnxruntime's logits differ from torch's by up to {difference:.3g} on "
             f"{comparison['images']} test images, over the tolerance {TOLERANCE:g}; the export is wrong: "
-            f"check the model code and onnx/onnxruntime versions, then {REMAKE}")
+            f"check the model code and onnx/onnxruntime versions, then {REMAKE}"
+        )
 
 
 def export_checked(model: AlexNet, normalization: dict, images: torch.Tensor, path: Path) -> dict:

@@ -44,10 +44,16 @@ class DataParams:
 
     def __post_init__(self) -> None:
         require(self.val_size >= 1, "data.val_size", f"must be at least 1, got {self.val_size}")
-        require(self.train_size is None or self.train_size >= 1, "data.train_size",
-                f"must be null (all) or at least 1, got {self.train_size}")
-        require(self.test_size is None or self.test_size >= 1, "data.test_size",
-                f"must be null (all) or at least 1, got {self.test_size}")
+        require(
+            self.train_size is None or self.train_size >= 1,
+            "data.train_size",
+            f"must be null (all) or at least 1, got {self.train_size}",
+        )
+        require(
+            self.test_size is None or self.test_size >= 1,
+            "data.test_size",
+            f"must be null (all) or at least 1, got {self.test_size}",
+        )
         require(self.std > 0, "data.std", f"must be positive, got {self.std}")
 
 
@@ -98,8 +104,11 @@ class PlotParams:
 
     def __post_init__(self) -> None:
         require(self.dpi >= 10, "plot.dpi", f"must be at least 10, got {self.dpi}")
-        require(self.width > 0 and self.height > 0, "plot.width/plot.height",
-                 f"must be positive, got {self.width} x {self.height}")
+        require(
+            self.width > 0 and self.height > 0,
+            "plot.width/plot.height",
+            f"must be positive, got {self.width} x {self.height}",
+        )
 
 
 SECTIONS = ("data", "model", "train", "evaluate", "plot")  # model: model.ModelConfig, the model's own
@@ -141,8 +150,11 @@ def parse_section(name: str, raw, cls: type) -> object:
     hints = typing.get_type_hints(cls)
     fields = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(raw) - set(fields))
-    require(not unknown, f"{name}.{unknown[0]}" if unknown else name,
-             f"unknown key; the keys of {name} are: {', '.join(fields)}")
+    require(
+        not unknown,
+        f"{name}.{unknown[0]}" if unknown else name,
+        f"unknown key; the keys of {name} are: {', '.join(fields)}",
+    )
     missing = [f for f in fields if f not in raw]
     require(not missing, f"{name}.{missing[0]}" if missing else name, "missing key")
     return cls(**{f: _convert(raw[f], hints[f], f"{name}.{f}") for f in fields})
@@ -165,7 +177,9 @@ def load_params(path: str | Path, **sections: type) -> tuple:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).replace("\n", " ")
-        raise ParamsError(f"{path}: malformed YAML{where}: {problem}; fix it, or restore it: git checkout {path}") from None
+        raise ParamsError(
+            f"{path}: malformed YAML{where}: {problem}; fix it, or restore it: git checkout {path}"
+        ) from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: must be a mapping of sections ({', '.join(SECTIONS)}), got {raw!r}")
     unknown = sorted(set(raw) - set(SECTIONS))

@@ -31,7 +31,10 @@ def curves_figure(history: pd.DataFrame, params: PlotParams) -> Figure:
     """Loss (left) and accuracy in % (right) per epoch, train and validation."""
     fig = Figure(figsize=(params.width, params.height), dpi=params.dpi)
     loss_ax, accuracy_ax = fig.subplots(1, 2)
-    for ax, key, scale, label in ((loss_ax, "loss", 1, "cross-entropy loss"), (accuracy_ax, "accuracy", 100, "accuracy (%)")):
+    for ax, key, scale, label in (
+        (loss_ax, "loss", 1, "cross-entropy loss"),
+        (accuracy_ax, "accuracy", 100, "accuracy (%)"),
+    ):
         ax.plot(history["epoch"], scale * history[f"train_{key}"], marker="o", label="train")
         ax.plot(history["epoch"], scale * history[f"val_{key}"], marker="o", label="validation")
         ax.set_xlabel("epoch")
@@ -46,17 +49,18 @@ def curves_figure(history: pd.DataFrame, params: PlotParams) -> Figure:
 
 def confusion_figure(confusion: pd.DataFrame, params: PlotParams, num_classes: int = 10) -> Figure:
     """Counts of (actual, predicted) test labels as a heat map, with the counts written in."""
-    counts = pd.crosstab(confusion["actual"], confusion["predicted"]).reindex(
-        index=range(num_classes), columns=range(num_classes), fill_value=0
-    ).to_numpy()
+    counts = (
+        pd.crosstab(confusion["actual"], confusion["predicted"])
+        .reindex(index=range(num_classes), columns=range(num_classes), fill_value=0)
+        .to_numpy()
+    )
     fig = Figure(figsize=(params.height + 1, params.height), dpi=params.dpi)
     ax = fig.subplots()
     image = ax.imshow(counts, cmap="Blues")
     fig.colorbar(image, ax=ax, label="test images")
     threshold = counts.max() / 2 if counts.size else 0
     for (i, j), n in np.ndenumerate(counts):
-        ax.text(j, i, str(n), ha="center", va="center", fontsize=7,
-                color="white" if n > threshold else "black")
+        ax.text(j, i, str(n), ha="center", va="center", fontsize=7, color="white" if n > threshold else "black")
     ax.set_xticks(range(num_classes))
     ax.set_yticks(range(num_classes))
     ax.set_xlabel("predicted digit")
@@ -82,8 +86,12 @@ def misclassified_figure(images: np.ndarray, confusion: pd.DataFrame, params: Pl
         ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
         ax.set_title(f"{confusion.at[i, 'actual']} as {confusion.at[i, 'predicted']}", fontsize=8)
     total = int((confusion["actual"] != confusion["predicted"]).sum())
-    fig.suptitle(f"Misclassified test digits: the first {len(wrong)} of {total} (true as predicted)"
-                 if total else f"No misclassified digits among {len(confusion)} test images", fontsize=10)
+    fig.suptitle(
+        f"Misclassified test digits: the first {len(wrong)} of {total} (true as predicted)"
+        if total
+        else f"No misclassified digits among {len(confusion)} test images",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 

@@ -46,18 +46,24 @@ def file_format(path: Path) -> str:
         with open(path, "rb") as f:
             head = f.read(4)
     except FileNotFoundError:
-        raise PipelineError(f"{path}: model file not found; run the pipeline (dvc repro) or fetch the model "
-                            f"(dvc pull), or pass --model FILE") from None
+        raise PipelineError(
+            f"{path}: model file not found; run the pipeline (dvc repro) or fetch the model "
+            f"(dvc pull), or pass --model FILE"
+        ) from None
     except OSError as e:
         raise PipelineError(f"{path}: cannot read the model file ({e.strerror}); pass --model FILE") from None
     is_zip = head == ZIP_MAGIC
     named = path.suffix.lower()
     if named == ".onnx" and is_zip:
-        raise PipelineError(f"{path}: named as an ONNX model but holds a zip archive, as a PyTorch model file "
-                            f"(.pt) does; rename it to end in .pt, or give the ONNX export")
+        raise PipelineError(
+            f"{path}: named as an ONNX model but holds a zip archive, as a PyTorch model file "
+            f"(.pt) does; rename it to end in .pt, or give the ONNX export"
+        )
     if named == ".pt" and not is_zip:
-        raise PipelineError(f"{path}: named as a PyTorch model file but is no zip archive, which torch.save "
-                            f"writes; if it is an ONNX export, rename it to end in .onnx")
+        raise PipelineError(
+            f"{path}: named as a PyTorch model file but is no zip archive, which torch.save "
+            f"writes; if it is an ONNX export, rename it to end in .onnx"
+        )
     found = ".pt" if is_zip else ".onnx"  # an ONNX file is a protobuf message; onnx checks it
     return found
 
@@ -91,8 +97,9 @@ def _load_onnx(path: Path) -> Model:
     try:
         mean, std = float(metadata["mean"]), float(metadata["std"])
     except (KeyError, ValueError):
-        raise PipelineError(f"{path}: an ONNX model without this project's metadata ({', '.join(METADATA)}); "
-                            f"{REMAKE}") from None
+        raise PipelineError(
+            f"{path}: an ONNX model without this project's metadata ({', '.join(METADATA)}); {REMAKE}"
+        ) from None
     name = session.get_inputs()[0].name
 
     def logits(x: np.ndarray) -> np.ndarray:
@@ -137,11 +144,14 @@ def default_model(folder: Path = Path(".")) -> Path:
     try:
         return Path(yaml.safe_load(spec.read_text())["vars"][0]["paths"]["model"])
     except FileNotFoundError:
-        raise PipelineError(f"no dvc.yaml in {folder.resolve()} to name the model; run in the project's folder "
-                            f"or pass --model FILE (models/model.pt or models/model.onnx)") from None
+        raise PipelineError(
+            f"no dvc.yaml in {folder.resolve()} to name the model; run in the project's folder "
+            f"or pass --model FILE (models/model.pt or models/model.onnx)"
+        ) from None
     except (yaml.YAMLError, KeyError, IndexError, TypeError) as e:
-        raise PipelineError(f"{spec}: names no model path under vars: paths: model ({type(e).__name__}); "
-                            f"pass --model FILE") from None
+        raise PipelineError(
+            f"{spec}: names no model path under vars: paths: model ({type(e).__name__}); pass --model FILE"
+        ) from None
 
 
 def describe(probabilities: np.ndarray, top: int) -> str:
@@ -152,5 +162,8 @@ def describe(probabilities: np.ndarray, top: int) -> str:
 
 def as_json(path: Path, probabilities: np.ndarray) -> dict:
     """{'path', 'digit', 'probabilities': [p0, ..., p9]}."""
-    return {"path": str(path), "digit": int(np.argmax(probabilities)),
-            "probabilities": [round(float(p), 6) for p in probabilities]}
+    return {
+        "path": str(path),
+        "digit": int(np.argmax(probabilities)),
+        "probabilities": [round(float(p), 6) for p in probabilities],
+    }

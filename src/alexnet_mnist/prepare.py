@@ -68,4 +68,3 @@ def split(
         "val": subset(train_images, train_labels, val_idx),
         "test": subset(test_images, test_labels, np.arange(test_size)),
     }
-

@@ -23,7 +23,7 @@ FULL = {
     errno.ENOSPC: "free some space on its disk and rerun",
     errno.EDQUOT: "free some space within your disk quota and rerun",
     errno.EFBIG: "the file system or this process's file size limit (ulimit -f) allows no larger file; "
-                 "raise the limit or write to another file system, and rerun",
+    "raise the limit or write to another file system, and rerun",
 }
 
 # The CSVs one stage writes and another reads (the plot stage, which never imports torch)

@@ -37,8 +37,12 @@ def start(config: ModelConfig, train_params: TrainParams, device: torch.device) 
     optimizer = torch.optim.Adam(model.parameters(), lr=train_params.lr, fused=True)
     if distributed.world() > 1:  # same initial weights everywhere, but each process its own dropout
         torch.manual_seed(train_params.seed + distributed.rank())
-    return Run(model, optimizer, torch.Generator().manual_seed(train_params.seed),
-               torch.Generator().manual_seed(train_params.seed + 1))
+    return Run(
+        model,
+        optimizer,
+        torch.Generator().manual_seed(train_params.seed),
+        torch.Generator().manual_seed(train_params.seed + 1),
+    )
 
 
 def epoch_lr(train_params: TrainParams, epoch: int) -> float:
@@ -47,8 +51,15 @@ def epoch_lr(train_params: TrainParams, epoch: int) -> float:
     return train_params.lr * train_params.lr_decay ** (epoch - 1)
 
 
-def train_epoch(run: Run, network: nn.Module, images: torch.Tensor, labels: torch.Tensor, train_params: TrainParams,
-                precision: str, progress: str | None = None) -> tuple[float, float]:
+def train_epoch(
+    run: Run,
+    network: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    train_params: TrainParams,
+    precision: str,
+    progress: str | None = None,
+) -> tuple[float, float]:
     """One pass over `images` in a seeded random order; returns (mean loss, accuracy).
 
     `network` is the module each step runs: `run.model` itself, or it wrapped in
@@ -116,8 +127,14 @@ def summarize_history(history: list[dict], images_per_epoch: int) -> dict:
     }
 
 
-def validate(model: AlexNet, images: torch.Tensor, labels: torch.Tensor, batch_size: int, precision: str,
-             progress: str | None = None) -> tuple[float, float]:
+def validate(
+    model: AlexNet,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    precision: str,
+    progress: str | None = None,
+) -> tuple[float, float]:
     """(mean loss, accuracy) over all of `images`, each process evaluating its share.
 
     Each process takes its share of `batch_size` (the global batch) at a time, as in training: a
@@ -129,8 +146,9 @@ def validate(model: AlexNet, images: torch.Tensor, labels: torch.Tensor, batch_s
     mine, mine_labels = images[rank::world], labels[rank::world]
     loss, predicted = predict(model, mine, mine_labels, -(-batch_size // world), precision, progress)
     device = images.device
-    totals = torch.tensor([loss * len(mine), (predicted == mine_labels.cpu()).sum().item()],
-                          dtype=torch.float64, device=device)
+    totals = torch.tensor(
+        [loss * len(mine), (predicted == mine_labels.cpu()).sum().item()], dtype=torch.float64, device=device
+    )
     distributed.all_sum(totals)
     return totals[0].item() / len(images), totals[1].item() / len(images)
 
@@ -155,8 +173,10 @@ def fit(
     main = distributed.is_main()
     world = distributed.world()
     if world > train_params.batch_size:
-        raise PipelineError(f"params.yaml: train.batch_size: {train_params.batch_size} is the global batch and "
-                            f"must be at least the {world} processes; raise it or lower train.nproc")
+        raise PipelineError(
+            f"params.yaml: train.batch_size: {train_params.batch_size} is the global batch and "
+            f"must be at least the {world} processes; raise it or lower train.nproc"
+        )
     run = start(config, train_params, device)
     fingerprint = ckpt.fingerprint(config, train_params, device.type, precision, inputs_digest, world)
     if checkpoint is not None:
@@ -175,17 +195,29 @@ def fit(
         epoch = run.epoch + 1
         label = f"epoch {epoch}/{train_params.epochs}"
         began = time.perf_counter()
-        train_loss, train_accuracy = train_epoch(run, network, images, labels, train_params, precision,
-                                                 progress=label if main else None)
+        train_loss, train_accuracy = train_epoch(
+            run, network, images, labels, train_params, precision, progress=label if main else None
+        )
         seconds = time.perf_counter() - began
-        val_loss, val_accuracy = validate(run.model, val_images, val_labels, train_params.batch_size, precision,
-                                          progress=f"{label} validation" if main else None)
-        row = dict(zip(HISTORY_COLUMNS, (epoch, train_loss, train_accuracy, val_loss, val_accuracy, seconds), strict=True))
+        val_loss, val_accuracy = validate(
+            run.model,
+            val_images,
+            val_labels,
+            train_params.batch_size,
+            precision,
+            progress=f"{label} validation" if main else None,
+        )
+        row = dict(
+            zip(HISTORY_COLUMNS, (epoch, train_loss, train_accuracy, val_loss, val_accuracy, seconds), strict=True)
+        )
         run.history.append(row)
         if main:
-            print(f"{label}: train loss {train_loss:.4f} acc {train_accuracy:.4f} | "
-                  f"val loss {val_loss:.4f} acc {val_accuracy:.4f} | {seconds:.1f}s, "
-                  f"{len(images) / seconds:.0f} img/s", flush=True)
+            print(
+                f"{label}: train loss {train_loss:.4f} acc {train_accuracy:.4f} | "
+                f"val loss {val_loss:.4f} acc {val_accuracy:.4f} | {seconds:.1f}s, "
+                f"{len(images) / seconds:.0f} img/s",
+                flush=True,
+            )
         if checkpoint is not None:
             ckpt.save(checkpoint, run, fingerprint)  # every process: it gathers their RNG states
         if main and on_epoch is not None:
