@@ -1,4 +1,4 @@
-# make setup | make repro | make test | make test-avx2 | make bench
+# make setup | make repro | make lint | make test | make test-avx2 | make bench
 # Each target first makes .venv (if missing) and installs the pinned dependencies and the
 # project; reinstalls only when requirements.txt or pyproject.toml changed.
 
@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test test-avx2 bench
+.PHONY: setup repro lint test test-avx2 bench
 
 setup: $(VENV)/.installed
 
@@ -21,7 +21,13 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 repro: setup
 	$(BIN)/dvc repro
 
-test: setup
+# ruff (lint, then format) and mypy, as configured in pyproject.toml; any finding fails
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest
 
 # The fast tests again with PyTorch's CPU kernels limited to AVX2, as on a CPU without AVX512:

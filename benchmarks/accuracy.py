@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-
 from common import mnist_splits, raw_folder, settings, spawn, train_settings
 
 

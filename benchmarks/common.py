@@ -13,6 +13,7 @@ import platform
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -163,7 +164,7 @@ def peak_candidates(device: torch.device, precision: str, config, batch: int) ->
     for n in MATMUL_SIDES:
         a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
         out = torch.empty(n, n, device=device, dtype=dtype)
-        found[f"matmul {n}x{n}"] = 2 * n**3 / best_seconds(lambda: torch.mm(a, b, out=out), device)
+        found[f"matmul {n}x{n}"] = 2 * n**3 / best_seconds(partial(torch.mm, a, b, out=out), device)
         del a, b, out
     model = AlexNet(config).to(device, memory_format=torch.channels_last)
     for i, conv in enumerate(model.features):
@@ -174,7 +175,7 @@ def peak_candidates(device: torch.device, precision: str, config, batch: int) ->
             w = conv.weight.detach().to(dtype)
             out_side = feature_side(model.features[: i + 1], config.image_size)
             flops = 2 * batch * conv.out_channels * out_side**2 * conv.in_channels * w.shape[2] * w.shape[3]
-            run = lambda: torch.nn.functional.conv2d(x, w, None, conv.stride, conv.padding)  # noqa: E731
+            run = partial(torch.nn.functional.conv2d, x, w, None, conv.stride, conv.padding)
             with torch.inference_mode():
                 found[f"conv{len(found) - len(MATMUL_SIDES) + 1} forward"] = flops / best_seconds(run, device)
     return found

@@ -15,11 +15,11 @@ import time
 
 import torch
 import torch.nn.functional as F
+from common import BandLocalResponseNorm
 
 import alexnet_mnist.lrn as lrn
 from alexnet_mnist.device import tune_cpu
 from alexnet_mnist.model import Dropout
-from common import BandLocalResponseNorm
 
 BLOCKS = (1 << 16, 1 << 17, 1 << 18, 1 << 19, 1 << 20, 1 << 21)
 # (batch, channels, side, side) of the LRN inputs: conv1's and conv2's outputs at 227x227 and 67x67

@@ -15,8 +15,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
 from common import flop_counts, mnist_splits, peak_candidates, raw_folder, spawn, timed, train_settings, with_band_lrn
 
 # profiler event -> part of the step; an event's ops inherit its part. Events: each layer's forward (a

@@ -22,7 +22,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-
 from common import (
     ISA_ENV,
     cpu_lines,
@@ -204,7 +203,7 @@ def report(args, sizes: list[int], results: dict[int, dict[str, list[dict]]], ep
                     f"{median(res[loop], 'train_images_per_s') / median(res[base], 'train_images_per_s'):.2f}x, "
                     f"evaluation {median(res[loop], 'eval_images_per_s') / median(res[base], 'eval_images_per_s'):.2f}x"
                 )
-        peaks += peak_table(size, res) + [""]
+        peaks += [*peak_table(size, res), ""]
     return "\n".join(
         [
             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, device {info['device_name']}; torch "
@@ -212,7 +211,8 @@ def report(args, sizes: list[int], results: dict[int, dict[str, list[dict]]], ep
             *cpu_lines(project_precision, device),
             f"Command: `{' '.join([*caps, 'python', 'benchmarks/train_speed.py', *sys.argv[1:]])}`",
             f"Timing: {args.rounds} fresh processes per loop and size, the loops alternating; in each, {args.warmup} "
-            f"warm-up steps, then {', '.join(f'{timed_steps(args.steps, s)} timed training steps at {s}x{s}' for s in sizes)}, "
+            f"warm-up steps, then "
+            f"{', '.join(f'{timed_steps(args.steps, s)} timed training steps at {s}x{s}' for s in sizes)}, "
             f"then {args.eval_images} test images evaluated after a "
             "warm-up batch, then the peak candidates. Medians over the processes.",
             "",

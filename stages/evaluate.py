@@ -14,7 +14,8 @@ def main() -> None:
     (params,) = load_params("params.yaml", evaluate=EvaluateParams)
     import torch  # loads only once params are valid
 
-    from alexnet_mnist import device as dev, memory, storage
+    from alexnet_mnist import device as dev
+    from alexnet_mnist import memory, storage
     from alexnet_mnist.evaluate import check_normalization, confusion_rows, predict, summarize
     from alexnet_mnist.model import NUM_CLASSES
     from alexnet_mnist.model_file import load_model

@@ -19,7 +19,8 @@ from alexnet_mnist.params import TrainParams, load_params
 def main() -> None:
     paths = stage_paths(__doc__, "train", "val", "model", "checkpoint", "history", "summary")
     config, train_params = load_params("params.yaml", model=ModelConfig, train=TrainParams)
-    from alexnet_mnist import device as dev, distributed, memory, storage
+    from alexnet_mnist import device as dev
+    from alexnet_mnist import distributed, memory, storage
     from alexnet_mnist.checkpoint import code_digest, file_digest
     from alexnet_mnist.model_file import save_model
     from alexnet_mnist.train import fit, summarize_history

@@ -7,19 +7,18 @@ import time
 
 import pytest
 import torch
+from conftest import BIN, set_limits
 
 from alexnet_mnist import storage
 from alexnet_mnist.storage import atomic_path, write_text
-from conftest import BIN, set_limits
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
     target = tmp_path / "out.json"
     write_text(target, "old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half-writ")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half-writ")
+        raise RuntimeError("killed")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
 

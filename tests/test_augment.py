@@ -1,4 +1,5 @@
-"""On-device augmentation: no draw is the plain resize, shifts move the digit by the asked pixels, rotations keep it centered."""
+"""On-device augmentation: no draw is the plain resize, shifts move the digit by the asked pixels,
+rotations keep it centered."""
 
 import pytest
 import torch

@@ -12,15 +12,15 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT, needs_real_mnist, train_params
 from torch import nn
 
 from alexnet_mnist.model import AlexNet, ModelConfig
 from alexnet_mnist.train import start, train_epoch
-from conftest import ROOT, needs_real_mnist, train_params
 
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import their shared module as `common`
-import common  # noqa: E402
-import profile_step  # noqa: E402
+import common
+import profile_step
 
 
 def hand_counts(size: int) -> dict[str, tuple[int, int]]:

@@ -48,7 +48,7 @@ def test_tune_cpu_lets_training_steps_reuse_freed_memory():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
 def test_cuda_without_cuda_is_an_error_not_a_fallback():
-    with pytest.raises(PipelineError, match="train.device: 'cuda' was asked for but PyTorch sees no CUDA"):
+    with pytest.raises(PipelineError, match=r"train\.device: 'cuda' was asked for but PyTorch sees no CUDA"):
         resolve_device("cuda", "train.device")
 
 

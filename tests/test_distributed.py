@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from conftest import PATHS, make_project, tiny_params, write_mnist
 
 pytestmark = pytest.mark.slow

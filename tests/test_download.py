@@ -1,19 +1,19 @@
 """Download: local folders and URL bases (a real HTTP server on 127.0.0.1), verification, fallbacks."""
 
 import functools
-import re
 import gzip
 import http.server
 import os
+import re
 import signal
 import subprocess
 import threading
 import time
 
 import pytest
+from conftest import PATHS, make_project, stage_command, tiny_params, write_mnist
 
 from alexnet_mnist.download import DownloadError, download, read_checksums, sources
-from conftest import PATHS, make_project, stage_command, tiny_params, write_mnist
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_a_corrupted_file_is_discarded_and_the_next_source_used(tmp_path, http_m
 
 
 def test_every_source_failing_lists_each_and_says_how_to_run_offline(tmp_path, http_mirror):
-    folder, url = http_mirror  # serves an empty folder
+    _, url = http_mirror  # serves an empty folder
     empty = tmp_path / "empty"
     empty.mkdir()
     checksums = write_mnist(tmp_path / "unused")
@@ -80,7 +80,7 @@ def test_a_missing_mirror_directory_is_an_error(tmp_path):
 
 
 def test_the_stage_reports_failure_without_traceback(tmp_path, mnist_mirror):
-    mirror, checksums = mnist_mirror
+    _, checksums = mnist_mirror
     project = make_project(tmp_path / "p", tmp_path / "nowhere", checksums, tiny_params())
     result = project.stage("download")
     assert result.returncode == 1

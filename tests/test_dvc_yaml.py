@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import DVC_YAML, PATHS, ROOT
 
 LIBRARY = ROOT / "src" / "alexnet_mnist"

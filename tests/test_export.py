@@ -8,13 +8,13 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import BIN, PATHS, ROOT, make_project, stage_command, tiny_params, write_mnist
 from PIL import Image
 
 from alexnet_mnist import onnx_export
 from alexnet_mnist.errors import PipelineError
 from alexnet_mnist.model_file import load_model
 from alexnet_mnist.storage import load_split
-from conftest import BIN, PATHS, ROOT, make_project, stage_command, tiny_params, write_mnist
 
 pytestmark = pytest.mark.slow
 

@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from conftest import assert_same_weights, synthetic_mnist, train_params
 from torch import nn
 
 from alexnet_mnist.device import make_deterministic
 from alexnet_mnist.model import LocalResponseNorm, ModelConfig
 from alexnet_mnist.train import fit
-from conftest import assert_same_weights, synthetic_mnist, train_params
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 CUDA = torch.device("cuda")

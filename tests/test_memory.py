@@ -60,9 +60,11 @@ def test_a_batch_too_large_for_the_device_is_rejected_naming_the_batch_size():
 
 
 def test_a_failed_cpu_allocation_becomes_one_line_with_the_sizes_and_the_fix():
-    with pytest.raises(PipelineError) as error:
-        with memory.out_of_memory("evaluate", CPU, 227, "evaluate.batch_size", 1000):
-            torch.empty(2**50, dtype=torch.uint8)  # 1 PiB: more than any machine's address space, fails at once
+    with (
+        pytest.raises(PipelineError) as error,
+        memory.out_of_memory("evaluate", CPU, 227, "evaluate.batch_size", 1000),
+    ):
+        torch.empty(2**50, dtype=torch.uint8)  # 1 PiB: more than any machine's address space, fails at once
     assert str(error.value) == (
         f"evaluate stage: out of memory on cpu ({memory.size(memory.capacity(CPU))}) with model.image_size 227 and "
         f"evaluate.batch_size 1000: an allocation of 1024.0 TiB failed; lower evaluate.batch_size or "
@@ -71,9 +73,8 @@ def test_a_failed_cpu_allocation_becomes_one_line_with_the_sizes_and_the_fix():
 
 
 def test_other_errors_pass_through_unchanged():
-    with pytest.raises(RuntimeError, match="shape"):
-        with memory.out_of_memory("train", CPU, 227, "train.batch_size", 64):
-            torch.zeros(2, 3) @ torch.zeros(2, 3)
+    with pytest.raises(RuntimeError, match="shape"), memory.out_of_memory("train", CPU, 227, "train.batch_size", 64):
+        torch.zeros(2, 3) @ torch.zeros(2, 3)
 
 
 @pytest.mark.parametrize(
@@ -111,9 +112,8 @@ def test_sizes_read_in_binary_units(n, text):
 def test_cuda_running_out_becomes_one_line():
     cuda = torch.device("cuda")
     total = torch.cuda.get_device_properties(cuda).total_memory
-    with pytest.raises(PipelineError) as error:
-        with memory.out_of_memory("train", cuda, 227, "train.batch_size", 64):
-            torch.empty(2 * total, dtype=torch.uint8, device=cuda)  # twice the GPU: fails before using any
+    with pytest.raises(PipelineError) as error, memory.out_of_memory("train", cuda, 227, "train.batch_size", 64):
+        torch.empty(2 * total, dtype=torch.uint8, device=cuda)  # twice the GPU: fails before using any
     assert str(error.value).startswith(
         f"train stage: out of memory on cuda ({memory.size(total)}) with "
         f"model.image_size 227 and train.batch_size 64: an allocation of "

@@ -20,7 +20,7 @@ def test_logits_shape_and_derived_flatten_size(size, flat):
 
 
 def test_sizes_below_the_minimum_are_rejected():
-    with pytest.raises(ConfigError, match="model.image_size: 66 is too small for AlexNet: the minimum is 67"):
+    with pytest.raises(ConfigError, match=r"model\.image_size: 66 is too small for AlexNet: the minimum is 67"):
         ModelConfig(image_size=66, dropout=0.5)
 
 

@@ -2,11 +2,10 @@
 
 import pytest
 import yaml
+from conftest import ROOT, deep_update
 
 from alexnet_mnist.model import ModelConfig
 from alexnet_mnist.params import DataParams, EvaluateParams, ParamsError, PlotParams, TrainParams, load_params
-from conftest import ROOT, deep_update
-
 
 ALL = dict(data=DataParams, model=ModelConfig, train=TrainParams, evaluate=EvaluateParams, plot=PlotParams)
 
@@ -67,7 +66,7 @@ def test_only_the_sections_asked_for_are_built(tmp_path):
     path = write(tmp_path, {"model": {"image_size": 10}})
     (plot,) = load_params(path, plot=PlotParams)  # the plot stage: a bad model section is the train stage's error
     assert plot.dpi == 120
-    with pytest.raises(ParamsError, match="model.image_size: 10 is too small"):
+    with pytest.raises(ParamsError, match=r"model\.image_size: 10 is too small"):
         load_params(path, model=ModelConfig)
 
 

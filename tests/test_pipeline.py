@@ -7,11 +7,10 @@ import shlex
 from pathlib import Path
 
 import pytest
+import yaml
+from conftest import PATHS, ROOT, Project, make_project, params_at, ran, tiny_params, write_mnist
 
 from alexnet_mnist.idx import MNIST_FILES
-import yaml
-
-from conftest import PATHS, ROOT, Project, make_project, params_at, ran, tiny_params, write_mnist
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +20,10 @@ OUTPUTS = [f"{PATHS['raw']}/{name}" for name in MNIST_FILES] + [
 ]
 DEFAULT_LR = tiny_params()["train"]["lr"]  # params.yaml's, which the test projects start from
 
-README_KEEP = r"Experiment|Created|^accuracy|^loss|val_accuracy|seconds|^model\.|^train\.(epochs|lr|batch_size|seed)|data.train_size"
+README_KEEP = (
+    r"Experiment|Created|^accuracy|^loss|val_accuracy|seconds|^model\.|^train\.(epochs|lr|batch_size|seed)"
+    r"|data.train_size"
+)
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ import subprocess
 
 import pandas as pd
 import pytest
-
-from alexnet_mnist.params import load_params, PlotParams
-from alexnet_mnist.plot import misclassified_figure
 from conftest import PATHS, ROOT, fail_line, stage_command, synthetic_mnist, write_mnist
+
+from alexnet_mnist.params import PlotParams, load_params
+from alexnet_mnist.plot import misclassified_figure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PNGS = ("curves_png", "confusion_png", "misclassified_png")

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT, Project, html_template, make_project, tiny_params, write_mnist
 from dvc_render.base import Renderer  # names each chart's div
 from dvc_render.html import PAGE_HTML  # DVC's default page, which loads vega from a CDN
-
-from conftest import ROOT, Project, html_template, make_project, tiny_params, write_mnist
 
 HEADLESS = [
     "--headless",

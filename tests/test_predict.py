@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import BIN, REAL_MIRROR, fail_line, needs_real_mnist, train_params
 from PIL import Image
 
 from alexnet_mnist.idx import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, parse_idx
 from alexnet_mnist.model import AlexNet, ModelConfig, to_input
 from alexnet_mnist.model_file import save_model
 from alexnet_mnist.prepare import normalize
-from conftest import BIN, REAL_MIRROR, fail_line, needs_real_mnist, train_params
 
 MEAN, STD = 0.1307, 0.3081  # params.yaml's data.mean and data.std
 pytestmark = pytest.mark.slow  # each test runs the installed command in a new process (about 2 s)

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import torch
+from conftest import PATHS, fail_line, synthetic_mnist
 
 from alexnet_mnist.errors import PipelineError
 from alexnet_mnist.idx import TEST_IMAGES, TRAIN_LABELS, encode_idx, read_pair
 from alexnet_mnist.params import DataParams
 from alexnet_mnist.prepare import split
 from alexnet_mnist.storage import load_split, save_split
-from conftest import PATHS, fail_line, synthetic_mnist
 
 
 def data_params(**changes) -> DataParams:

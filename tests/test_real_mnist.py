@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 import torch
+from conftest import PATHS, REAL_MIRROR, ROOT, deep_update, make_project, needs_real_mnist, tiny_params
 
 from alexnet_mnist.device import native_bf16
-from conftest import PATHS, REAL_MIRROR, ROOT, deep_update, make_project, needs_real_mnist, tiny_params
 
 # The README's quick recipe (67x67, lr 0.0005 decaying by 0.6 per epoch, the default shifts and
 # rotations, batch 64), shortened to 2 epochs on 10,000 images to fit CI's time.

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-
 from conftest import PATHS, Project, make_project, ran, tiny_params, write_mnist
 
 pytestmark = pytest.mark.slow

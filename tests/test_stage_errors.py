@@ -4,10 +4,10 @@ import re
 
 import pytest
 import torch
+from conftest import PATHS, fail_line, make_project, tiny_params, write_mnist
 
 from alexnet_mnist import memory
 from alexnet_mnist.model import ModelConfig
-from conftest import PATHS, fail_line, make_project, tiny_params, write_mnist
 
 pytestmark = pytest.mark.slow
 

@@ -55,12 +55,14 @@ def inline(name: str, code: str) -> str:
     code = re.sub(r"\n//# sourceMappingURL=\S+\s*$", "\n", code)  # the map is not shipped
     if re.search(r"</script", code, re.IGNORECASE):
         sys.exit(
-            f"error: {name}'s {BUILDS[name]} holds '</script', which would end the inline script; pin another version in {HERE / 'package.json'}"
+            f"error: {name}'s {BUILDS[name]} holds '</script', which would end the inline script; "
+            f"pin another version in {HERE / 'package.json'}"
         )
     for placeholder in DVC_PLACEHOLDERS:
         if placeholder in code:
             sys.exit(
-                f"error: {name}'s {BUILDS[name]} holds {placeholder}, which dvc would replace; pin another version in {HERE / 'package.json'}"
+                f"error: {name}'s {BUILDS[name]} holds {placeholder}, which dvc would replace; "
+                f"pin another version in {HERE / 'package.json'}"
             )
     return f"    <script>/* {name} */\n{code.rstrip()}\n    </script>"
 
@@ -77,7 +79,8 @@ def licenses(modules: Path, lock: dict) -> str:
             "\n".join(p.read_text(encoding="utf8").strip() for p in files) or "(the npm package holds no license file)"
         )
         parts.append(
-            f"{key.removeprefix('node_modules/')} {entry['version']} ({entry.get('license', 'no license field')})\n\n{text}\n"
+            f"{key.removeprefix('node_modules/')} {entry['version']} "
+            f"({entry.get('license', 'no license field')})\n\n{text}\n"
         )
     header = (
         "Licenses of the npm packages installed from package-lock.json, whose code index.html holds\n"

@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def run_predict(paths: list[Path], model_path: Path | None, top: int, as_json: bool) -> int:
     """Print each image's prediction, or its error; 1 if any failed, else 0. A bad model raises PipelineError."""
-    from .predict import as_json as to_json, default_model, describe, load, predict_files
+    from .predict import as_json as to_json
+    from .predict import default_model, describe, load, predict_files
 
     model = load(model_path or default_model())
     failed = False
@@ -66,6 +67,7 @@ def run_predict(paths: list[Path], model_path: Path | None, top: int, as_json: b
             print(f"error: {result}", file=sys.stderr, flush=True)
             failed = True
         elif as_json:
+            assert path is not None  # only errors come without a path
             print(json.dumps(to_json(path, result)), flush=True)
         else:
             print(f"{path}: {describe(result, top)}", flush=True)

@@ -53,9 +53,9 @@ def code_digest(script: Path) -> str:
     """
     package = __name__.rpartition(".")[0]
     modules = sorted(
-        Path(m.__file__)
+        Path(file)
         for name, m in list(sys.modules.items())
-        if (name == package or name.startswith(package + ".")) and getattr(m, "__file__", None)
+        if (name == package or name.startswith(package + ".")) and (file := getattr(m, "__file__", None))
     )
     return file_digest(Path(script), *modules)
 

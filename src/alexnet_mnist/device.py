@@ -40,7 +40,7 @@ def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, str]:
         text = Path(cpuinfo).read_text()
     except OSError:
         return {}
-    fields = {}
+    fields: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")
         if not sep:
@@ -81,7 +81,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return name
 
 
-def autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """The autocast context for `precision` ('bf16' or 'fp32') on `device`."""
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)

@@ -82,10 +82,10 @@ def all_sum(*tensors: torch.Tensor) -> None:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
 
 
-def all_gather(obj) -> list:
+def all_gather(obj: object) -> list:
     """[obj of rank 0, obj of rank 1, ...] on every process."""
     if not dist.is_initialized():
         return [obj]
-    gathered = [None] * world()
+    gathered: list[object] = [None] * world()
     dist.all_gather_object(gathered, obj)
     return gathered

@@ -7,14 +7,15 @@ import hashlib
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
+from typing import Protocol
 
 from tqdm import tqdm
 
-from .storage import atomic_path
 from .errors import PipelineError
 from .idx import MNIST_FILES
+from .storage import atomic_path
 
 MIRROR_ENV = "MNIST_MIRROR"
 TIMEOUT = 30  # seconds without data before a URL source is given up
@@ -23,6 +24,10 @@ CHUNK = 1 << 16  # bytes read at a time
 
 class DownloadError(PipelineError):
     pass
+
+
+class SupportsRead(Protocol):  # an open file or an HTTP response
+    def read(self, size: int, /) -> bytes: ...
 
 
 def sha256(data: bytes) -> str:
@@ -64,7 +69,7 @@ def sources(env_mirror: str | None, mirrors: Iterable[str]) -> list[str]:
     return found
 
 
-def _read_all(stream, total: int | None, desc: str) -> bytes:
+def _read_all(stream: SupportsRead, total: int | None, desc: str) -> bytes:
     """Read a binary stream to the end, showing a progress bar in bytes."""
     parts = []
     with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False) as bar:

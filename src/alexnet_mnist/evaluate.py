@@ -3,6 +3,8 @@ and the images/s progress bar that training uses too."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -19,7 +21,7 @@ def progress_bar(images: int, label: str | None) -> tqdm:
     )
 
 
-def check_normalization(model_path, normalization: dict, split_path, split: dict) -> None:
+def check_normalization(model_path: str | Path, normalization: dict, split_path: str | Path, split: dict) -> None:
     """Stop unless the model at `model_path` was trained on images normalized as the split at `split_path` is."""
     if (split["mean"], split["std"]) != (normalization["mean"], normalization["std"]):
         raise PipelineError(

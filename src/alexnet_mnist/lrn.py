@@ -17,6 +17,8 @@ reads and writes the cache rather than main memory; each pixel's result is the s
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,7 +61,7 @@ class _LocalResponseNorm(torch.autograd.Function):
     """The forward and the analytic backward, blockwise over channels-last rows; saves d and d^-beta."""
 
     @staticmethod
-    def forward(ctx, x, size: int, alpha: float, beta: float, k: float):
+    def forward(ctx: Any, x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
         out = torch.empty_like(x)
         a, b = _rows(x), _rows(out)
@@ -85,7 +87,7 @@ class _LocalResponseNorm(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:
         x, d, scale = ctx.saved_tensors
         size, alpha, beta = ctx.constants
         grad = grad.contiguous(memory_format=torch.channels_last)
@@ -119,7 +121,7 @@ def local_response_norm(x: torch.Tensor, size: int, alpha: float, beta: float, k
     a = x.to(compute_dtype(x.dtype))
     padded = F.pad(a * a, (0, 0, 0, 0, size // 2, (size - 1) // 2))  # zeros before and after the channels
     channels = x.shape[1]
-    total = sum(padded[:, m : m + channels] for m in range(size))
+    total = cast(torch.Tensor, sum(padded[:, m : m + channels] for m in range(size)))  # never the empty sum's 0
     return (a * (total * (alpha / size) + k).pow(-beta)).to(x.dtype)
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Iterator
 
 import torch
+from torch import nn
 
 from .errors import PipelineError
 from .model import AlexNet, ModelConfig, feature_side
@@ -50,9 +52,11 @@ def footprint(config: ModelConfig, images: int, precision: str) -> tuple[int, in
         model = AlexNet(config)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     first = model.features[:1]  # (B, 1, S, S) -> (B, 96, s, s)
+    conv = first[0]
+    assert isinstance(conv, nn.Conv2d)
     side = feature_side(first, config.image_size)
     element = (torch.bfloat16 if precision == "bf16" else torch.float32).itemsize
-    return weights, images * first[0].out_channels * side * side * element
+    return weights, images * conv.out_channels * side * side * element
 
 
 def require_fits(
@@ -96,7 +100,7 @@ def require_fits(
 
 
 @contextlib.contextmanager
-def out_of_memory(stage: str, device: torch.device, image_size: int, batch_key: str, batch_size: int):
+def out_of_memory(stage: str, device: torch.device, image_size: int, batch_key: str, batch_size: int) -> Iterator[None]:
     """Running out of memory inside the block stops the stage with one line: the stage, the device and
     its memory, the sizes that did not fit, what the failed allocation asked for, and the fix.
 

@@ -110,7 +110,7 @@ def feature_side(features: nn.Sequential, image_size: int) -> int:
     return side
 
 
-def _first(value) -> int:
+def _first(value: int | tuple[int, ...]) -> int:
     return value[0] if isinstance(value, tuple) else value
 
 

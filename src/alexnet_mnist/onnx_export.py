@@ -9,6 +9,7 @@ are imported here only, inside the functions that need them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 from . import storage
 from .errors import PipelineError
 from .idx import MNIST_SIDE
-from .model import AlexNet, NUM_CLASSES, to_input
+from .model import NUM_CLASSES, AlexNet, to_input
 
 INPUT, OUTPUT = "digits", "logits"
 METADATA = ("mean", "std", "image_size", "input")  # the metadata_props keys every export carries
@@ -59,6 +60,7 @@ def export(model: AlexNet, normalization: dict, path: Path) -> None:
             output_names=[OUTPUT],
             dynamic_shapes=({0: torch.export.Dim("batch")},),
         )
+    assert program is not None  # dynamo=True always returns an ONNXProgram
     program.model.metadata_props.update(
         {
             "mean": repr(float(normalization["mean"])),
@@ -71,7 +73,7 @@ def export(model: AlexNet, normalization: dict, path: Path) -> None:
     program.save(path, external_data=False)  # weights inside the one file, not beside it
 
 
-def open_session(path: Path):
+def open_session(path: Path) -> tuple[Any, dict[str, str]]:
     """(onnxruntime session on the CPU, the file's metadata_props); errors name the file."""
     import onnxruntime
 
@@ -79,7 +81,7 @@ def open_session(path: Path):
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: they come back as exceptions, reported in one line
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...) for a bad file
+    except Exception as e:  # noqa: BLE001 -- onnxruntime raises its own types (InvalidProtobuf, Fail, ...) for a bad file
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise PipelineError(f"{path}: cannot be read as an ONNX model ({message}); {REMAKE}") from None
     metadata = dict(session.get_modelmeta().custom_metadata_map)

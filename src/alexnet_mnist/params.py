@@ -7,6 +7,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -114,11 +115,11 @@ class PlotParams:
 SECTIONS = ("data", "model", "train", "evaluate", "plot")  # model: model.ModelConfig, the model's own
 
 
-def _type_name(tp) -> str:
+def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _convert(value, tp, key: str):
+def _convert(value: Any, tp: Any, key: str) -> Any:
     """Check `value` against the annotation `tp` (a number, an int, a str, a bool, an optional or a
     tuple of those); return it in the dataclass's form (lists become tuples)."""
     origin = typing.get_origin(tp)
@@ -144,7 +145,7 @@ def _convert(value, tp, key: str):
     return value
 
 
-def parse_section(name: str, raw, cls: type) -> object:
+def parse_section(name: str, raw: Any, cls: type) -> object:
     """Build dataclass `cls` from section `name`'s raw YAML mapping; ConfigError names the bad key."""
     require(isinstance(raw, dict), name, f"must be a mapping of keys, got {raw!r}")
     hints = typing.get_type_hints(cls)

@@ -1,4 +1,7 @@
-"""Figures of a run: loss and accuracy per epoch, the test confusion matrix, misclassified digits. Never imports torch."""
+"""Figures of a run: loss and accuracy per epoch, the test confusion matrix, misclassified digits.
+
+Never imports torch.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .storage import atomic_path
 from .errors import PipelineError
 from .params import PlotParams
+from .storage import atomic_path
 
 
 def read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -75,17 +78,18 @@ def misclassified_figure(images: np.ndarray, confusion: pd.DataFrame, params: Pl
 
     `confusion` holds (actual, predicted) per test image in test-file order, so row i is image i.
     """
-    wrong = confusion.index[confusion["actual"] != confusion["predicted"]][:count]
+    actual, predicted = confusion["actual"].to_numpy(), confusion["predicted"].to_numpy()
+    wrong = np.flatnonzero(actual != predicted)[:count]
     columns = 10
     rows = max(1, -(-len(wrong) // columns))  # ceil
     fig = Figure(figsize=(params.width, 0.85 * rows + 0.6), dpi=params.dpi)
     axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, i in zip(axes.flat, wrong):
+    for ax, i in zip(axes.flat, wrong, strict=False):  # the grid's last row may have empty cells
         ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
-        ax.set_title(f"{confusion.at[i, 'actual']} as {confusion.at[i, 'predicted']}", fontsize=8)
-    total = int((confusion["actual"] != confusion["predicted"]).sum())
+        ax.set_title(f"{actual[i]} as {predicted[i]}", fontsize=8)
+    total = int((actual != predicted).sum())
     fig.suptitle(
         f"Misclassified test digits: the first {len(wrong)} of {total} (true as predicted)"
         if total

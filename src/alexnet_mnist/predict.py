@@ -7,8 +7,8 @@ open an .onnx file.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -128,9 +128,9 @@ def predict_files(model: Model, paths: list[Path]) -> Iterator[tuple[Path | None
                 results.append((entry, PipelineError(f"{entry}: {e}")))
             except PipelineError as e:  # read_image's errors name the file
                 results.append((entry, e))
-        good = [i for i, (_, r) in enumerate(results) if not isinstance(r, PipelineError)]
+        good = {i: r for i, (_, r) in enumerate(results) if not isinstance(r, PipelineError)}  # index -> digit
         if good:
-            probabilities = model.probabilities(np.stack([results[i][1] for i in good]))
+            probabilities = model.probabilities(np.stack(list(good.values())))
             for i, p in zip(good, probabilities, strict=True):
                 results[i] = (results[i][0], p)
         yield from results

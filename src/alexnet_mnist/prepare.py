@@ -55,7 +55,7 @@ def split(
         )
     train_idx, val_idx = split_indices(n, params.val_size, train_size, params.seed)
 
-    def subset(images, labels, idx):
+    def subset(images: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> dict:
         return {
             "images": normalize(images[idx], params.mean, params.std),
             "labels": torch.from_numpy(labels[idx].astype(np.int64)),

@@ -13,8 +13,9 @@ import errno
 import json
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO, Any, cast
 
 from .errors import PipelineError
 
@@ -39,7 +40,7 @@ class WriteError(PipelineError):
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path):
+def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path in the target's folder; on success rename it to `path`, else delete it.
 
     A kill at any moment leaves either the old file or the new one, never a torn one
@@ -85,7 +86,7 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def write_json(path: str | Path, data) -> None:
+def write_json(path: str | Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
@@ -97,14 +98,14 @@ def write_csv(path: str | Path, rows: list[dict], columns: tuple[str, ...]) -> N
         writer.writerows(rows)
 
 
-def save(path: str | Path, obj) -> None:
+def save(path: str | Path, obj: Any) -> None:
     """torch.save `obj` to `path` atomically; lack of space raises a WriteError naming `path`."""
     import torch
 
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         out = _Output(f)
         try:
-            torch.save(obj, out)
+            torch.save(obj, cast(IO[bytes], out))  # duck-typed: torch.save calls write and flush only
         except RuntimeError:
             if out.error is None:
                 raise
@@ -120,10 +121,10 @@ class _Output:
     names after the file it writes.
     """
 
-    def __init__(self, file):
-        self.file, self.error = file, None
+    def __init__(self, file: IO[bytes]) -> None:
+        self.file, self.error = file, cast(OSError | None, None)
 
-    def write(self, data) -> int:
+    def write(self, data: bytes) -> int:
         try:
             return self.file.write(data)
         except OSError as e:
@@ -145,7 +146,7 @@ def load(path: str | Path, what: str, fix: str, keys: Iterable[str] = ()) -> dic
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise PipelineError(f"{path}: not found; {fix}") from None
-    except Exception as e:  # a torn or foreign file raises many types
+    except Exception as e:  # noqa: BLE001 -- a torn or foreign file raises many types
         raise PipelineError(f"{path}: cannot be read as {what} ({type(e).__name__}: {e}); {fix}") from None
     if not isinstance(obj, dict):
         raise PipelineError(f"{path}: holds {type(obj).__name__}, not {what}; {fix}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,7 @@ class DivergedError(PipelineError):
 def start(config: ModelConfig, train_params: TrainParams, device: torch.device) -> Run:
     """A fresh, seeded run: the same seed gives the same initial weights and batch order."""
     torch.manual_seed(train_params.seed)
-    model = AlexNet(config).to(device, memory_format=torch.channels_last)
+    model = AlexNet(config).to(device).to(memory_format=torch.channels_last)
     # fused Adam: one kernel per step for all parameters, same update rule as the default
     optimizer = torch.optim.Adam(model.parameters(), lr=train_params.lr, fused=True)
     if distributed.world() > 1:  # same initial weights everywhere, but each process its own dropout
@@ -184,13 +185,13 @@ def fit(
     images = train_set["images"].to(device)
     labels = train_set["labels"].to(device)
     val_images, val_labels = val_set["images"].to(device), val_set["labels"].to(device)
-    network = run.model
+    network: nn.Module = run.model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         network = DistributedDataParallel(run.model, device_ids=[device.index] if device.type == "cuda" else None)
     if train_params.compile:
-        network = torch.compile(network)
+        network = cast(nn.Module, torch.compile(network))  # an OptimizedModule, which torch types as a callable
     while run.epoch < train_params.epochs:
         epoch = run.epoch + 1
         label = f"epoch {epoch}/{train_params.epochs}"
