@@ -1,9 +1,11 @@
 """Stage train: train AlexNet on the prepared training split, validating after every epoch.
 
-After every epoch it writes the history so far (CSV) and its summary (JSON), so the curve of a long
-run shows while it trains, and a checkpoint that a rerun with the same params, data and code
-resumes from. At the end it writes the model file. With train.nproc above 1 it starts itself under
-torchrun; DistributedDataParallel averages the gradients and process 0 writes.
+After every epoch it writes the history so far (CSV) and the last epoch's metrics on the training and
+validation splits (JSON), so the curve of a long run shows while it trains, and a checkpoint that a
+rerun with the same params, data and code resumes from. At the end it writes the model file, which
+also records the metrics and where the run trained (device, precision, versions). With train.nproc
+above 1 it starts itself under torchrun; DistributedDataParallel averages the gradients and process 0
+writes.
 
 Run by dvc repro with the paths in dvc.yaml; `python stages/train.py --help` lists them.
 """
@@ -17,7 +19,7 @@ from alexnet_mnist.params import TrainParams, load_params
 
 
 def main() -> None:
-    paths = stage_paths(__doc__, "train", "val", "model", "checkpoint", "history", "summary")
+    paths = stage_paths(__doc__, "train", "val", "model", "checkpoint", "history", "train-metrics", "val-metrics")
     config, train_params = load_params("params.yaml", model=ModelConfig, train=TrainParams)
     from alexnet_mnist import device as dev
     from alexnet_mnist import distributed, memory, storage
@@ -45,16 +47,11 @@ def main() -> None:
     # a checkpoint is reused only with the same data and the same code (the stage's deps in dvc.yaml)
     inputs = file_digest(paths.train, paths.val) + code_digest(Path(__file__))
 
-    def summary(run) -> dict:
-        return {
-            **summarize_history(run.history, len(train_set["labels"])),
-            "processes": processes,
-            **dev.describe(device, precision),
-        }
-
     def write_metrics(run) -> None:  # after every epoch, and at the end
+        training, validation = summarize_history(run.history, len(train_set["labels"]))
         storage.write_csv(paths.history, run.history, storage.HISTORY_COLUMNS)
-        storage.write_json(paths.summary, summary(run))
+        storage.write_json(paths.train_metrics, training)
+        storage.write_json(paths.val_metrics, validation)
 
     try:
         with memory.out_of_memory("train", device, config.image_size, "train.batch_size", train_params.batch_size):
@@ -74,8 +71,11 @@ def main() -> None:
     if not main_process:
         return  # process 0 writes the outputs
     write_metrics(run)  # also when the checkpoint already held every epoch
-    save_model(paths.model, run.model, {"mean": train_set["mean"], "std": train_set["std"]}, summary(run))
-    print(f"wrote {paths.model}, {paths.history}, {paths.summary}")
+    training, validation = summarize_history(run.history, len(train_set["labels"]))
+    facts = {**dev.describe(device, precision), "processes": processes, "epochs": len(run.history)}
+    normalization = {"mean": train_set["mean"], "std": train_set["std"]}
+    save_model(paths.model, run.model, normalization, {"train": training, "val": validation, "run": facts})
+    print(f"wrote {paths.model}, {paths.history}, {paths.train_metrics}, {paths.val_metrics}")
 
 
 if __name__ == "__main__":

@@ -167,6 +167,19 @@ def set_limits(limits: dict) -> None:
         resource.setrlimit(getattr(resource, name), (limit, limit))
 
 
+# Terminal widths the two result tables must fit: `dvc metrics show` at 100 columns, the README's
+# `dvc exp show` at 120, with no column folded into "…" (a new metric column has to earn its place)
+METRICS_WIDTH = 100
+EXP_SHOW_WIDTH = 120
+
+
+def assert_fits(table: str, width: int) -> None:
+    """`table` (a dvc command's output) has no line wider than `width` and no column folded into "…"."""
+    lines = table.splitlines()
+    assert lines and max(len(line) for line in lines) <= width, table
+    assert "…" not in table, table
+
+
 class Project:
     """A temp git + DVC repo holding this project's pipeline, run through the real CLIs."""
 
@@ -188,13 +201,19 @@ class Project:
         }
 
     def run(
-        self, *args: str, check: bool = True, timeout: float = 600, limits: dict | None = None
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 600,
+        limits: dict | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess:
-        """Run `args` in the project; `limits` maps resource.RLIMIT_* names to the child's limit."""
+        """Run `args` in the project; `limits` maps resource.RLIMIT_* names to the child's limit, `env`
+        overrides variables of the project's environment (e.g. COLUMNS)."""
         result = subprocess.run(
             args,
             cwd=self.path,
-            env=self.env,
+            env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -274,6 +293,7 @@ def make_project(path: Path, mirror: Path, checksums: dict[str, str], params: di
     (path / ".dvc" / template).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(ROOT / ".dvc" / template, path / ".dvc" / template)
     project.dvc("config", "plots.html_template", template)
+    shutil.copytree(ROOT / ".dvc" / "plots", path / ".dvc" / "plots")  # the vega templates dvc.yaml names
     project.run("git", "add", "-A")
     project.run("git", "commit", "-qm", "tiny pipeline")
     return project

@@ -7,7 +7,7 @@ from itertools import pairwise
 
 import pytest
 import yaml
-from conftest import PATHS, ROOT, Project, params_at
+from conftest import METRICS_WIDTH, PATHS, ROOT, Project, assert_fits, params_at
 
 pytestmark = pytest.mark.slow  # clones this repository
 
@@ -26,7 +26,6 @@ def test_dvc_metrics_show_prints_the_baseline_test_accuracy(clone):
     assert shown[PATHS["eval_metrics"]]["data"]["accuracy"] == committed["accuracy"]
     with open(clone.path / PATHS["confusion"], newline="") as f:
         rows = list(csv.DictReader(f))  # (actual, predicted) per test image, committed with the metrics
-    assert committed["samples"] == len(rows)
     assert committed["accuracy"] == round(sum(row["actual"] == row["predicted"] for row in rows) / len(rows), 6)
 
 
@@ -50,8 +49,11 @@ def test_the_baseline_history_holds_every_epoch(clone):
     with open(clone.path / PATHS["history"], newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(row["epoch"]) for row in rows] == list(range(1, epochs + 1))
-    summary = json.loads((clone.path / PATHS["train_metrics"]).read_text())
-    assert summary["epochs"] == epochs
+
+
+@pytest.mark.xfail(strict=True, reason="the committed baseline predates the metrics layout; `make repro` renews it")
+def test_dvc_metrics_show_fits_a_terminal(clone):
+    assert_fits(clone.dvc("metrics", "show", env={"COLUMNS": str(METRICS_WIDTH)}).stdout, METRICS_WIDTH)
 
 
 # What the default config must give (BENCHMARKS.md, "The committed baseline"): a model worth having,

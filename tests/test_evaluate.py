@@ -6,16 +6,20 @@ import pytest
 import torch
 
 from alexnet_mnist.errors import PipelineError
-from alexnet_mnist.evaluate import check_normalization, confusion_rows, predict, summarize
+from alexnet_mnist.evaluate import check_normalization, confusion_rows, per_class_rows, predict, summarize
 from alexnet_mnist.model import AlexNet, ModelConfig
 
 
 def test_summarize_known_predictions():
     labels = torch.tensor([0, 1, 2, 2, 1])
     predicted = torch.tensor([0, 1, 1, 2, 1])
-    summary = summarize(0.5, predicted, labels, num_classes=4)
-    assert summary["accuracy"] == 0.8 and summary["samples"] == 5 and summary["loss"] == 0.5
-    assert summary["per_class_accuracy"] == {"0": 1.0, "1": 1.0, "2": 0.5, "3": None}
+    assert summarize(0.5, predicted, labels) == {"accuracy": 0.8, "loss": 0.5}
+    assert per_class_rows(predicted, labels, num_classes=4) == [
+        {"digit": 0, "accuracy": 1.0, "images": 1},
+        {"digit": 1, "accuracy": 1.0, "images": 2},
+        {"digit": 2, "accuracy": 0.5, "images": 2},
+        {"digit": 3, "accuracy": None, "images": 0},
+    ]
 
 
 def test_predict_with_a_model_of_known_output():
@@ -32,7 +36,7 @@ def test_predict_with_a_model_of_known_output():
     p3 = math.exp(2) / (math.exp(2) + 9)
     expected = (4 * -math.log(p3) + 3 * -math.log(1 / (math.exp(2) + 9))) / 7
     assert math.isclose(loss, expected, rel_tol=1e-6)
-    assert summarize(loss, predicted, labels, 10)["accuracy"] == round(4 / 7, 6)
+    assert summarize(loss, predicted, labels)["accuracy"] == round(4 / 7, 6)
 
 
 def test_confusion_rows_pair_each_label_with_its_prediction_in_order():

@@ -33,10 +33,7 @@ def test_repro_exports_a_checked_onnx_model_that_predict_runs(project, tmp_path)
     onnx = project.path / PATHS["onnx"]
     assert onnx.is_file() and not list(onnx.parent.glob(".*.tmp"))
     shown = json.loads(project.dvc("metrics", "show", "--json").stdout)[""]["data"]
-    metrics = shown[PATHS["export_metrics"]]["data"]
-    assert metrics["images"] == 100 and metrics["tolerance"] == onnx_export.TOLERANCE
-    assert 0 <= metrics["max_abs_logit_difference"] <= onnx_export.TOLERANCE
-    assert metrics["prediction_agreement"] == 1.0
+    assert shown[PATHS["export_metrics"]]["data"] == {"agreement": 1.0}  # written once every logit was in tolerance
     assert "Data and pipelines are up to date." in project.dvc("status").stdout
 
     # predict in the project: the default model (dvc.yaml's), and the ONNX export, give the same digits
@@ -60,7 +57,7 @@ def test_a_tampered_onnx_file_fails_the_check_in_one_line(project, tmp_path):
 
     path = tmp_path / "model.onnx"
     shutil.copy(project.path / PATHS["onnx"], path)
-    model, _ = load_model(project.path / PATHS["model"])
+    model, _, _ = load_model(project.path / PATHS["model"])
     images = load_split(project.path / PATHS["test_set"])["images"]
     onnx_export.check(path, onnx_export.compare(path, model, images))  # as exported: passes
 

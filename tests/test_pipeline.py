@@ -8,7 +8,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PATHS, ROOT, Project, make_project, params_at, ran, tiny_params, write_mnist
+from conftest import (
+    EXP_SHOW_WIDTH,
+    METRICS_WIDTH,
+    PATHS,
+    ROOT,
+    Project,
+    assert_fits,
+    make_project,
+    params_at,
+    ran,
+    tiny_params,
+    write_mnist,
+)
 
 from alexnet_mnist.idx import MNIST_FILES
 
@@ -19,11 +31,6 @@ OUTPUTS = [f"{PATHS['raw']}/{name}" for name in MNIST_FILES] + [
     path for key, path in PATHS.items() if key not in ("raw", "checksums")
 ]
 DEFAULT_LR = tiny_params()["train"]["lr"]  # params.yaml's, which the test projects start from
-
-README_KEEP = (
-    r"Experiment|Created|^accuracy|^loss|val_accuracy|seconds|^model\.|^train\.(epochs|lr|batch_size|seed)"
-    r"|data.train_size"
-)
 
 
 @pytest.fixture(scope="module")
@@ -57,17 +64,29 @@ def test_second_repro_runs_nothing(reproduced):
     assert reproduced.dvc("status").stdout.strip() == "Data and pipelines are up to date."
 
 
-def test_metrics_show_holds_the_test_accuracy(reproduced):
+def test_metrics_show_holds_the_numbers_people_compare_and_fits_a_terminal(reproduced):
     metrics = json.loads(reproduced.dvc("metrics", "show", "--json").stdout)
     (workspace,) = metrics.values()
-    evaluation = workspace["data"][PATHS["eval_metrics"]]["data"]
+    shown = {path: set(found["data"]) for path, found in workspace["data"].items()}
+    assert shown == {
+        PATHS["train_metrics"]: {"accuracy", "loss", "seconds", "images_per_second"},  # the last epoch's
+        PATHS["val_metrics"]: {"accuracy", "loss"},  # the last epoch's
+        PATHS["eval_metrics"]: {"accuracy", "loss"},  # the test split's
+        PATHS["export_metrics"]: {"agreement"},
+    }
     with open(reproduced.path / PATHS["confusion"], newline="") as f:
         rows = list(csv.DictReader(f))  # (actual, predicted) per test image
-    assert evaluation["samples"] == len(rows) == 100
-    assert evaluation["accuracy"] == round(sum(row["actual"] == row["predicted"] for row in rows) / 100, 6)
-    assert set(evaluation["per_class_accuracy"]) == {str(c) for c in range(10)}
-    assert evaluation["device"] == "cpu" and evaluation["threads"] >= 1 and evaluation["torch_version"]
-    assert "val_accuracy" in workspace["data"][PATHS["train_metrics"]]["data"]
+    accuracy = workspace["data"][PATHS["eval_metrics"]]["data"]["accuracy"]
+    assert len(rows) == 100 and accuracy == round(sum(row["actual"] == row["predicted"] for row in rows) / 100, 6)
+    with open(reproduced.path / PATHS["per_class"], newline="") as f:
+        per_class = list(csv.DictReader(f))
+    assert [int(row["digit"]) for row in per_class] == list(range(10))
+    assert sum(int(row["images"]) for row in per_class) == 100
+    run_info = json.loads((reproduced.path / PATHS["run_info"]).read_text())  # facts, not metrics
+    assert run_info["train"]["device"] == run_info["evaluate"]["device"] == "cpu"
+    assert run_info["train"]["epochs"] == 1 and run_info["evaluate"]["test_images"] == 100
+    assert run_info["evaluate"]["threads"] >= 1 and run_info["evaluate"]["torch_version"]
+    assert_fits(reproduced.dvc("metrics", "show", env={"COLUMNS": str(METRICS_WIDTH)}).stdout, METRICS_WIDTH)
 
 
 def test_plot_styling_reruns_only_plot(reproduced):
@@ -89,9 +108,6 @@ def test_experiments_rerun_from_train_and_compare(reproduced):
 
     shown = reproduced.dvc("exp", "show", "--no-pager").stdout
     assert "exp-a" in shown and "exp-b" in shown and "train.epochs" in shown and "accuracy" in shown
-    compact = reproduced.dvc("exp", "show", "--no-pager", "--drop", ".*", "--keep", README_KEEP).stdout  # README's
-    assert "exp-a" in compact and "train.epochs" in compact and "val_accuracy" in compact
-    assert "per_class_accuracy" not in compact and "data.mirrors" not in compact
     rows = json.loads(reproduced.dvc("exp", "show", "--json").stdout)
     names = {e.get("name") for commit in rows for e in (commit.get("experiments") or [])}
     assert {"exp-a", "exp-b"} <= names
@@ -125,7 +141,6 @@ def test_two_queued_experiments_run_in_parallel_with_their_own_results(tmp_path)
     }
     assert found["q-lr"][0]["lr"] == 0.002 and found["q-lr"][0]["seed"] == 42
     assert found["q-seed"][0]["seed"] == 5 and found["q-seed"][0]["lr"] == DEFAULT_LR
-    assert found["q-lr"][1]["samples"] == found["q-seed"][1]["samples"] == 100
     assert found["q-lr"][1] != found["q-seed"][1]  # each trained its own model
 
 
@@ -142,11 +157,9 @@ def set_values(command: list[str]) -> dict[str, list]:
     return {key: [yaml.safe_load(value) for value in values.split(",")] for key, values in pairs}
 
 
-def test_readme_reference_recipe_and_sweep_run_as_written(tmp_path):
+def test_readme_sweep_table_and_reference_recipe_run_as_written(tmp_path):
     project = committed_run(tmp_path)
 
-    reference = readme_command("dvc exp run -n reference-recipe")
-    project.dvc(*reference[1:])
     sweep = readme_command("dvc exp run --queue")
     project.dvc(*sweep[1:])
     project.dvc(*readme_command("dvc queue start")[1:])
@@ -154,9 +167,23 @@ def test_readme_reference_recipe_and_sweep_run_as_written(tmp_path):
     grid = set_values(sweep)
     size = len(list(itertools.product(*grid.values())))
     assert size > 1 and status.count("Success") == size, status
-
     found = project.experiments()
-    params, metrics = found.pop("reference-recipe")
+    ran_grid = sorted(tuple(params_at(params, key) for key in grid) for params, _ in found.values())
+    assert ran_grid == sorted(itertools.product(*grid.values()))
+    assert all(PATHS["eval_metrics"] in metrics for _, metrics in found.values())
+
+    # the README's table of the sweep fits a 120-column terminal whole: test accuracy and every param that
+    # differs from the committed params.yaml (a -S value equal to it changes nothing, so shows in no column)
+    table = project.dvc(*readme_command("dvc exp show")[1:], env={"COLUMNS": str(EXP_SHOW_WIDTH)}).stdout
+    assert_fits(table, EXP_SHOW_WIDTH)
+    committed = yaml.safe_load((project.path / "params.yaml").read_text())
+    differ = [key for key, values in grid.items() if values != [params_at(committed, key)]]
+    assert f"{PATHS['eval_metrics']}:accuracy" in table and differ and all(key in table for key in differ)
+    assert all(name in table for name in found)
+
+    reference = readme_command("dvc exp run -n reference-recipe")
+    project.dvc(*reference[1:])
+    params, metrics = project.experiments()["reference-recipe"]
     # the original tutorial's loop: Adam at a constant lr of 0.001, no augmentation
     assert {key: params["train"][key] for key in ("lr", "lr_decay", "shift", "rotate")} == {
         "lr": 0.001,
@@ -164,11 +191,4 @@ def test_readme_reference_recipe_and_sweep_run_as_written(tmp_path):
         "shift": 0.0,
         "rotate": 0.0,
     }
-    assert metrics[PATHS["eval_metrics"]]["samples"] == 100
-
-    ran_grid = sorted(tuple(params_at(params, key) for key in grid) for params, _ in found.values())
-    assert ran_grid == sorted(itertools.product(*grid.values()))
-    assert all(PATHS["eval_metrics"] in metrics for _, metrics in found.values())
-
-    shown = project.dvc(*readme_command("dvc exp show --only-changed")[1:]).stdout
-    assert "reference-recipe" in shown and "val_accuracy" in shown
+    assert set(metrics[PATHS["eval_metrics"]]) == {"accuracy", "loss"}

@@ -202,3 +202,27 @@ def test_template_holds_the_versions_of_the_lock_file():
     assert built and dict(item.split(" ") for item in built.group(1).split(", ")) == pinned, (
         f"{template} was not built from {folder / 'package-lock.json'}: run python {folder / 'build.py'}"
     )
+
+
+def x_tick_labels(chart: Element) -> list[str]:
+    """The tick labels of the chart's x axis: vega's axis groups say "X-axis ..." in their aria-label."""
+    return [
+        text.text.strip()
+        for axis in chart.iter()
+        if "role-axis" in (axis.attrs.get("class") or "").split()
+        and (axis.attrs.get("aria-label") or "").startswith("X-axis")
+        for labels in axis.iter()
+        if "role-axis-label" in (labels.attrs.get("class") or "").split()
+        for text in labels.iter()
+        if text.tag == "text" and text.text.strip()
+    ]
+
+
+@pytest.mark.slow
+def test_every_epoch_axis_counts_whole_epochs(experiments, diff_charts):
+    epoch_charts = [name for name, props in vega_plots(experiments).items() if props.get("x") == "epoch"]
+    assert len(epoch_charts) == 3  # accuracy, loss and the train stage's time per epoch
+    for name in epoch_charts:
+        ticks = x_tick_labels(diff_charts[name])
+        assert ticks, f"chart {name}: no x-axis tick labels found"
+        assert all(re.fullmatch(r"\d+", tick) for tick in ticks), f"chart {name}: epoch ticks {ticks}"

@@ -288,7 +288,7 @@ def test_the_onnx_export_predicts_as_the_model_file(tmp_path, trained, real_pngs
     onnx = tmp_path / "model.onnx"
     export(model, {"mean": MEAN, "std": STD}, onnx)
     comparison = compare(onnx, model, normalize(read_real(TEST_IMAGES, 3)[:1000], MEAN, STD))
-    assert comparison["max_abs_logit_difference"] <= TOLERANCE and comparison["prediction_agreement"] == 1.0
+    assert comparison["max_abs_logit_difference"] <= TOLERANCE and comparison["agreement"] == 1.0
     check(onnx, comparison)
 
     folder, _, _ = real_pngs

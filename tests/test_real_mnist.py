@@ -49,9 +49,9 @@ def test_short_real_run_reaches_the_target_accuracy(tmp_path, precision):
     project = make_project(tmp_path / "project", REAL_MIRROR, read_checksums(ROOT / "mnist.sha256"), params)
     project.dvc("repro")
     metrics = json.loads((project.path / PATHS["eval_metrics"]).read_text())
-    trained = json.loads((project.path / PATHS["train_metrics"]).read_text())
+    run_info = json.loads((project.path / PATHS["run_info"]).read_text())
     print(f"real MNIST, {REAL}, {precision}: test accuracy {metrics['accuracy']:.4f}")
-    assert trained["precision"] == metrics["precision"] == precision
-    assert metrics["samples"] == 2000
+    assert run_info["train"]["precision"] == run_info["evaluate"]["precision"] == precision
+    assert run_info["evaluate"]["test_images"] == 2000
     assert metrics["accuracy"] >= TARGET_TEST_ACCURACY
     shutil.rmtree(project.path / "data")  # 50 MB of real files: not kept in the temp folder

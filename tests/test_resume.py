@@ -58,8 +58,9 @@ def test_two_runs_give_identical_weights_and_metrics(tmp_path):
     assert (a / PATHS["eval_metrics"]).read_bytes() == (b / PATHS["eval_metrics"]).read_bytes()
     assert (a / PATHS["confusion"]).read_bytes() == (b / PATHS["confusion"]).read_bytes()
     assert history_without_seconds(a / PATHS["history"]) == history_without_seconds(b / PATHS["history"])
-    recorded = json.loads((a / PATHS["eval_metrics"]).read_text())
-    assert {"device", "precision", "torch_version", "threads"} <= set(recorded)
+    recorded = json.loads((a / PATHS["run_info"]).read_text())
+    for stage in ("train", "evaluate"):
+        assert {"device", "precision", "torch_version", "threads"} <= set(recorded[stage]), stage
 
 
 def test_history_shows_while_training_and_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):

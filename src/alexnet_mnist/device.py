@@ -98,7 +98,9 @@ def make_deterministic(device: torch.device) -> None:
 
 
 def describe(device: torch.device, precision: str) -> dict:
-    """What a reader needs to reproduce a number: device, precision, torch version, threads."""
+    """What a reader needs to reproduce a number: device, precision, torch version, threads. Facts
+    about a run, not numbers to compare: they go in the model file and metrics/run-info.json, not in
+    the metrics."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return {
         "device": device.type,

@@ -65,20 +65,21 @@ def predict(
     return loss_sum.item() / max(len(images), 1), predicted
 
 
-def summarize(loss: float, predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
-    """accuracy (fraction), loss, samples and per-class accuracy ('0'..'9' -> fraction, null if absent)."""
+def summarize(loss: float, predicted: torch.Tensor, labels: torch.Tensor) -> dict:
+    """The test metrics: accuracy (fraction) and mean loss."""
+    return {"accuracy": round((predicted == labels.cpu()).float().mean().item(), 6), "loss": round(loss, 6)}
+
+
+def per_class_rows(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[dict]:
+    """{'digit', 'accuracy' (fraction, None where the class has no image), 'images'} per class."""
     labels = labels.cpu()
     correct = predicted == labels
-    per_class = {}
+    rows = []
     for c in range(num_classes):
         mask = labels == c
-        per_class[str(c)] = round(correct[mask].float().mean().item(), 6) if mask.any() else None
-    return {
-        "accuracy": round(correct.float().mean().item(), 6),
-        "loss": round(loss, 6),
-        "samples": len(labels),
-        "per_class_accuracy": per_class,
-    }
+        accuracy = round(correct[mask].float().mean().item(), 6) if mask.any() else None
+        rows.append({"digit": c, "accuracy": accuracy, "images": int(mask.sum())})
+    return rows
 
 
 def confusion_rows(labels: torch.Tensor, predicted: torch.Tensor) -> list[dict]:

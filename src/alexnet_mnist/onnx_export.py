@@ -117,7 +117,7 @@ def compare(path: Path, model: AlexNet, images: torch.Tensor) -> dict:
         "max_abs_logit_difference": largest,
         "tolerance": TOLERANCE,
         "images": len(images),
-        "prediction_agreement": round(agree / max(len(images), 1), 6),
+        "agreement": round(agree / max(len(images), 1), 6),  # fraction of images with the same prediction
     }
 
 

@@ -79,7 +79,7 @@ def _load_torch(path: Path) -> Model:
     from .model import to_input
     from .model_file import load_model
 
-    model, normalization = load_model(path)
+    model, normalization, _ = load_model(path)
     model.eval()
     size = model.config.image_size
 

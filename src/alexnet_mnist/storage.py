@@ -30,6 +30,7 @@ FULL = {
 # The CSVs one stage writes and another reads (the plot stage, which never imports torch)
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")  # one row per epoch
 CONFUSION_COLUMNS = ("actual", "predicted")  # one row per test image, in test-file order
+PER_CLASS_COLUMNS = ("digit", "accuracy", "images")  # test accuracy per digit, and how many test images it has
 
 SPLIT_KEYS = ("images", "labels", "mean", "std")  # a split file: (N, 1, 28, 28) float32, (N,) int64, floats
 REMAKE_SPLIT = "rerun the prepare stage: dvc repro -f prepare"

@@ -116,16 +116,18 @@ def train_epoch(
     return loss_sum.item() / len(images), correct.item() / len(images)
 
 
-def summarize_history(history: list[dict], images_per_epoch: int) -> dict:
-    """The last epoch's numbers, plus the training wall time and speed over all epochs."""
+def summarize_history(history: list[dict], images_per_epoch: int) -> tuple[dict, dict]:
+    """(training, validation) metrics: the last epoch's accuracy and loss on each split, under the same
+    names as the test split's, plus the training wall time and speed over all epochs."""
     last = history[-1]
     seconds = sum(row["seconds"] for row in history)
-    return {
-        "epochs": last["epoch"],
-        **{key: round(last[key], 6) for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")},
+    training = {
+        "accuracy": round(last["train_accuracy"], 6),
+        "loss": round(last["train_loss"], 6),
         "seconds": round(seconds, 2),  # wall time of all epochs' training, validation excluded
         "images_per_second": round(images_per_epoch * len(history) / seconds, 1),
     }
+    return training, {"accuracy": round(last["val_accuracy"], 6), "loss": round(last["val_loss"], 6)}
 
 
 def validate(
