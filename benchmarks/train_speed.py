@@ -1,6 +1,7 @@
-"""Training and evaluation speed of the project's loop, the reference loop's, and the project's with the
-band-matrix LRN it replaced (before and after), with each loop's MFU against the best of several
-dense kernels timed in the same process. BENCHMARKS.md says what each loop is and holds the results.
+"""Training and evaluation speed of the default config as the train stage runs it (augmentation on), of the
+project's loop without augmentation, with the band-matrix LRN it replaced (before and after), and of the
+reference loop, with each loop's MFU against the best of several dense kernels timed in the same process.
+BENCHMARKS.md says what each loop is and holds the results.
 
 Each measurement runs in a fresh process, so its peak memory is its own. From the repo root:
     MNIST_MIRROR=../shared/data/mnist python benchmarks/train_speed.py [--output report.md]
@@ -37,12 +38,15 @@ from common import (
     with_band_lrn,
 )
 
-# loop -> its label in the report; "project, band LRN" is the project's loop with the LRN it replaced;
-# compiled: train.compile true; deterministic: train.deterministic true (deterministic CUDA kernels)
+# loop -> its label in the report. default: params.yaml's train section as the train stage runs it (its
+# augmentation, its progress bar); the others without augmentation, as the reference loop has none: "project,
+# band LRN" is the project's loop with the LRN it replaced; compiled: train.compile true; deterministic:
+# train.deterministic true (deterministic CUDA kernels)
 LOOPS = {
+    "default": "project, default config",
     "reference": "reference",
     "band": "project, band LRN",
-    "project": "project",
+    "project": "project, no augmentation",
     "compile": "project, compiled",
     "deterministic": "project, deterministic",
 }
@@ -55,12 +59,15 @@ def measure(job: dict) -> dict:
     device = dev.resolve_device(job["device"])
     project = job["loop"] != "reference"
     precision = dev.resolve_precision(job["precision"], device) if project else "fp32"
+    defaults = settings()[2]
+    augmentation = {"shift": defaults.shift, "rotate": defaults.rotate} if job["loop"] == "default" else {}
     config, params = train_settings(
         job["size"],
         device=job["device"],
         precision=precision,
         compile=job["loop"] == "compile",
         deterministic=job["loop"] == "deterministic",
+        **augmentation,
     )
     if params.deterministic:
         dev.make_deterministic(device)
@@ -95,8 +102,9 @@ def project_loop(job, config, params, device, precision, n_warm, n_time, eval_ba
         with_band_lrn(run.model)
     network = torch.compile(run.model) if params.compile else run.model
     images, labels = splits["train"]["images"].to(device), splits["train"]["labels"].to(device)
+    bar = "timed steps" if job["loop"] == "default" else None  # the stage shows one; its updates cost
     train_epoch(run, network, images[:n_warm], labels[:n_warm], params, precision)
-    seconds = timed(lambda: train_epoch(run, network, images[n_warm:], labels[n_warm:], params, precision), device)
+    seconds = timed(lambda: train_epoch(run, network, images[n_warm:], labels[n_warm:], params, precision, bar), device)
     test = {key: splits["test"][key][: eval_batch + job["eval_images"]].to(device) for key in ("images", "labels")}
     predict(run.model, test["images"][:eval_batch], test["labels"][:eval_batch], eval_batch, precision)  # warm-up
     evaluation = timed(
@@ -192,6 +200,8 @@ def report(args, sizes: list[int], results: dict[int, dict[str, list[dict]]], ep
                     f"{LOOPS[loop]}'s rate: {epoch_images / median(res[loop], 'train_images_per_s'):.1f} s"
                 )
         for loop, base in (
+            ("default", "project"),
+            ("default", "reference"),
             ("project", "reference"),
             ("project", "band"),
             ("compile", "project"),
@@ -238,15 +248,15 @@ def main() -> None:
     parser.add_argument("--sizes", default="227,67", help="image sizes, comma-separated")
     parser.add_argument(
         "--loops",
-        default="reference,band,project",
+        default="default,project,band,reference",
         help=f"loops to time, comma-separated, of: {', '.join(LOOPS)} (compile: under torch.compile)",
     )
     parser.add_argument(
         "--steps",
         type=int,
-        default=10,
-        help="timed training steps per process at 227x227; a smaller size times as many more steps as "
-        "its step has fewer FLOPs, so that every timing lasts about as long",
+        default=16,
+        help="timed training steps per process at 227x227 (16: 1,024 images, long enough to be steady); a "
+        "smaller size times as many more steps as its step has fewer FLOPs, so that every timing lasts about as long",
     )
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (the allocator settles in ~5)")
     parser.add_argument("--rounds", type=int, default=3, help="fresh processes per loop and size; the median counts")

@@ -5,11 +5,12 @@ import torch
 import torch.nn.functional as F
 from conftest import assert_same_weights, synthetic_mnist
 from conftest import train_params as defaults
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from alexnet_mnist.evaluate import predict
 from alexnet_mnist.model import ModelConfig, to_input
 from alexnet_mnist.params import TrainParams
-from alexnet_mnist.train import DivergedError, epoch_lr, fit, start, summarize_history
+from alexnet_mnist.train import DivergedError, epoch_lr, fit, start, summarize_history, train_epoch
 
 MODEL = ModelConfig(image_size=67, dropout=0.5)
 CPU = torch.device("cpu")
@@ -137,6 +138,36 @@ def test_augmentation_off_draws_no_random_numbers():
     """With shift and rotate at 0 there is no augmentation, as in the reference loop: its generator is never used."""
     run = fit(TRAIN, VAL, MODEL, train_params(epochs=1), CPU, "fp32")
     assert torch.equal(run.augment.get_state(), torch.Generator().manual_seed(7 + 1).get_state())
+
+
+class SeededDraws(TorchDispatchMode):
+    """Records the shape of every tensor drawn from an explicit generator (torch.rand(..., generator=g))."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func is torch.ops.aten.rand.generator:
+            self.shapes.append(tuple(out.shape))
+        return out
+
+
+def test_augmentation_draws_once_per_epoch_where_it_drew_once_per_step():
+    """The epoch's rotations and shifts come from one draw (one copy to the device, not one per step) that
+    leaves the augment generator where drawing each step's batch did: same draws, resume unchanged."""
+    params = train_params(epochs=1, shift=2.0, rotate=10.0)
+    run = start(MODEL, params, CPU)
+    images, labels = TRAIN["images"][:40], TRAIN["labels"][:40]  # batches of 32 and 8
+    with SeededDraws() as draws:
+        train_epoch(run, run.model, images, labels, params, "fp32")
+    assert draws.shapes == [(40, 3)]
+    per_step = torch.Generator().manual_seed(7 + 1)  # start()'s augment generator
+    for n in (32, 8):
+        torch.rand(n, 3, generator=per_step)
+    assert torch.equal(run.augment.get_state(), per_step.get_state())
 
 
 @pytest.mark.slow  # trains three or more times

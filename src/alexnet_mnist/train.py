@@ -14,7 +14,7 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from . import distributed
-from .augment import random_affine
+from .augment import epoch_draws, random_affine
 from .checkpoint import Run
 from .device import autocast
 from .errors import PipelineError
@@ -83,13 +83,15 @@ def train_epoch(
     correct = torch.zeros((), device=device, dtype=torch.long)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss
     steps = math.ceil(len(images) / batch_size)
+    # (N, 3): row k for the epoch's k-th image, on the device in one copy
+    draws = epoch_draws(len(images), run.augment, device) if augmenting else None
     with progress_bar(len(images), progress) as bar:
         for step in range(steps):
             batch = order[step * batch_size : (step + 1) * batch_size]
             idx = batch[rank::world]  # this process's share of the global batch
-            if augmenting:  # (b, 1, 28, 28) -> (b, 1, S, S), rotated and shifted
-                draws = torch.rand(len(batch), 3, generator=run.augment).mul_(2).sub_(1)[rank::world]
-                x = random_affine(images[idx], image_size, train_params.shift, train_params.rotate, draws)
+            if draws is not None:  # (b, 1, 28, 28) -> (b, 1, S, S), rotated and shifted
+                mine = draws[step * batch_size : (step + 1) * batch_size][rank::world]
+                x = random_affine(images[idx], image_size, train_params.shift, train_params.rotate, mine)
             else:  # (b, 1, 28, 28) -> (b, 1, S, S)
                 x = to_input(images[idx], image_size)
             y = labels[idx]
