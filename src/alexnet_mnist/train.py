@@ -15,7 +15,7 @@ from . import checkpoint as ckpt
 from . import distributed
 from .augment import random_affine
 from .checkpoint import Run
-from .device import autocast
+from .device import autocast, identity
 from .errors import PipelineError
 from .evaluate import predict, progress_bar
 from .model import AlexNet, ModelConfig, to_input
@@ -178,7 +178,8 @@ def fit(
             f"must be at least the {world} processes; raise it or lower train.nproc"
         )
     run = start(config, train_params, device)
-    fingerprint = ckpt.fingerprint(config, train_params, device.type, precision, inputs_digest, world)
+    devices = distributed.all_gather({"type": device.type, **identity(device)})  # every process's, by rank
+    fingerprint = ckpt.fingerprint(config, train_params, devices, precision, inputs_digest)
     if checkpoint is not None:
         ckpt.resume(checkpoint, run, fingerprint, train_params.epochs)
     images = train_set["images"].to(device)
