@@ -29,6 +29,28 @@ class DivergedError(PipelineError):
     pass
 
 
+class CompiledForOneBatch(nn.Module):
+    """`network` under torch.compile (static shapes) for the batch size of its first call, and as it is for
+    any other.
+
+    When the batch size does not divide the images, each epoch ends with a shorter batch. Compiled,
+    it would cost a second compile: by default of a graph for any batch size, which then serves
+    every batch instead of the first one. Run as it is, it costs one uncompiled step per epoch.
+    `backend` is torch.compile's.
+    """
+
+    def __init__(self, network: nn.Module, backend: str | Callable = "inductor"):
+        super().__init__()
+        self.network = network
+        self.compiled = torch.compile(network, dynamic=False, backend=backend)
+        self.batch: int | None = None  # images per call that the compiled graph is for
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.batch is None:
+            self.batch = len(x)
+        return (self.compiled if len(x) == self.batch else self.network)(x)
+
+
 def start(config: ModelConfig, train_params: TrainParams, device: torch.device) -> Run:
     """A fresh, seeded run: the same seed gives the same initial weights and batch order."""
     torch.manual_seed(train_params.seed)
@@ -185,13 +207,13 @@ def fit(
     images = train_set["images"].to(device)
     labels = train_set["labels"].to(device)
     val_images, val_labels = val_set["images"].to(device), val_set["labels"].to(device)
-    network = run.model
+    network: nn.Module = run.model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         network = DistributedDataParallel(run.model, device_ids=[device.index] if device.type == "cuda" else None)
     if train_params.compile:
-        network = torch.compile(network)
+        network = CompiledForOneBatch(network)
     while run.epoch < train_params.epochs:
         epoch = run.epoch + 1
         label = f"epoch {epoch}/{train_params.epochs}"
