@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import determinism_settings, kept_determinism, train_params
 
 from alexnet_mnist import device as dev
 from alexnet_mnist.checkpoint import fingerprint
 from alexnet_mnist.device import cpu_flags, cpu_native_bf16, resolve_device, resolve_precision
 from alexnet_mnist.errors import PipelineError
 from alexnet_mnist.model import ModelConfig
-from conftest import determinism_settings, kept_determinism, train_params
 
 # Training steps of the full-width AlexNet at 67x67 (64 MiB of fc2 weight gradient among the
 # buffers each step frees and allocates again), in the precision 'auto' gives on this CPU (bf16

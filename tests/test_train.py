@@ -3,13 +3,13 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_same_weights, synthetic_mnist
+from conftest import train_params as defaults
 
 from alexnet_mnist.evaluate import predict
 from alexnet_mnist.model import ModelConfig, to_input
 from alexnet_mnist.params import TrainParams
 from alexnet_mnist.train import CompiledForOneBatch, DivergedError, epoch_lr, fit, start, summarize_history, train_epoch
-from conftest import assert_same_weights, synthetic_mnist
-from conftest import train_params as defaults
 
 MODEL = ModelConfig(image_size=67, dropout=0.5)
 CPU = torch.device("cpu")

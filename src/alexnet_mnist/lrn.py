@@ -20,6 +20,8 @@ Each pixel's result is the same whatever the block.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -103,7 +105,7 @@ class _LocalResponseNorm(torch.autograd.Function):
     """`normalize` and the analytic backward, blockwise over channels-last rows; saves d and d^-beta."""
 
     @staticmethod
-    def forward(ctx, x, size: int, alpha: float, beta: float, k: float, block: int):
+    def forward(ctx: Any, x: torch.Tensor, size: int, alpha: float, beta: float, k: float, block: int) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
         out, d, scale = normalize(x, size, alpha, beta, k, block, keep=True)
         ctx.save_for_backward(x, d, scale)
@@ -111,7 +113,7 @@ class _LocalResponseNorm(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None, None]:
         x, d, scale = ctx.saved_tensors
         size, alpha, beta, block = ctx.constants
         grad = grad.contiguous(memory_format=torch.channels_last)
