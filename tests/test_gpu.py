@@ -19,8 +19,8 @@ from conftest import (
     train_params,
     write_mnist,
 )
+from PIL import Image
 from torch import nn
-from torch._dynamo.utils import counters
 
 from alexnet_mnist.device import make_deterministic, resolve_precision
 from alexnet_mnist.lrn import GPU_BLOCK_ELEMENTS
@@ -92,6 +92,8 @@ def test_deterministic_cuda_training_is_bitwise_repeatable():
 
 
 def test_compiled_training_on_cuda_compiles_once_and_learns():
+    from torch._dynamo.utils import counters  # imports torch.compile's machinery: only where it runs
+
     torch._dynamo.reset()
     counters.clear()
     data = synthetic_split(200)  # batches of 64, 64, 64 and 8: the short one runs uncompiled
@@ -120,8 +122,6 @@ def test_cuda_trained_model_exports_and_predicts_on_a_cpu_only_machine(cuda_run,
     assert export["prediction_agreement"] == 1.0
     digits = tmp_path / "digits"
     digits.mkdir()
-    from PIL import Image
-
     images, _ = synthetic_mnist(3, seed=5)
     for i, image in enumerate(images):
         Image.fromarray(image).save(digits / f"digit-{i}.png")
