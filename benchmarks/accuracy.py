@@ -30,6 +30,7 @@ def measure(job: dict) -> list[float]:
     config, params = train_settings(
         job["size"], device=job["device"], precision=precision, seed=job["seed"], epochs=job["epochs"]
     )
+    dev.choose_kernels(device, params.deterministic)  # as the train stage does
     torch.manual_seed(params.seed)
     root = Path(job["root"])
     if project:

@@ -133,6 +133,7 @@ def measure(job: dict) -> dict:
     device = dev.resolve_device(job["device"])
     precision = dev.resolve_precision(job["precision"], device)
     config, params = train_settings(job["size"], device=job["device"], precision=precision)
+    dev.choose_kernels(device, params.deterministic)  # as the train stage does
     n_warm, n_profile = job["warmup"] * params.batch_size, job["steps"] * params.batch_size
     train = mnist_splits(Path(job["root"]), train_size=n_warm + n_profile)["train"]
     images, labels = train["images"].to(device), train["labels"].to(device)

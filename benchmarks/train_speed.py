@@ -69,8 +69,7 @@ def measure(job: dict) -> dict:
         deterministic=job["loop"] == "deterministic",
         **augmentation,
     )
-    if params.deterministic:
-        dev.make_deterministic(device)
+    dev.choose_kernels(device, params.deterministic)  # as the train stage does
     torch.manual_seed(params.seed)
     batch, n_warm, n_time = params.batch_size, job["warmup"] * params.batch_size, job["steps"] * params.batch_size
     eval_batch = settings()[3].batch_size

@@ -30,8 +30,7 @@ def main() -> None:
     if train_params.nproc > 1 and not distributed.under_torchrun():
         sys.exit(distributed.launch(train_params.nproc, __file__, sys.argv[1:]))
     device = dev.resolve_device(train_params.device, "train.device")
-    if train_params.deterministic:
-        dev.make_deterministic(device)
+    dev.choose_kernels(device, train_params.deterministic)
     device = distributed.setup(device)  # this process's GPU when started by torchrun
     dev.tune_cpu()
     precision = dev.resolve_precision(train_params.precision, device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -124,6 +125,45 @@ def assert_same_weights(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def determinism_settings() -> dict:
+    """The process-wide settings that device.make_deterministic and choose_kernels change."""
+    import torch._inductor.config as inductor  # torch.compile's; use_deterministic_algorithms sets `deterministic`
+
+    return {
+        "algorithms": torch.are_deterministic_algorithms_enabled(),
+        "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "compile": inductor.deterministic,
+        "cudnn.deterministic": torch.backends.cudnn.deterministic,
+        "cudnn.benchmark": torch.backends.cudnn.benchmark,
+        "CUBLAS_WORKSPACE_CONFIG": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    }
+
+
+@contextlib.contextmanager
+def kept_determinism():
+    """Inside, a test may switch deterministic kernels or cuDNN's benchmark on; after, each setting is as before."""
+    import torch._inductor.config as inductor
+
+    before = determinism_settings()
+    try:
+        yield before
+    finally:
+        torch.use_deterministic_algorithms(before["algorithms"], warn_only=before["warn_only"])
+        inductor.deterministic = before["compile"]
+        torch.backends.cudnn.deterministic = before["cudnn.deterministic"]
+        torch.backends.cudnn.benchmark = before["cudnn.benchmark"]
+        if before["CUBLAS_WORKSPACE_CONFIG"] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = before["CUBLAS_WORKSPACE_CONFIG"]
+
+
+@pytest.fixture
+def restore_determinism():
+    with kept_determinism() as before:
+        yield before
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ The smoke runs need the real MNIST files (MNIST_MIRROR, as .ci/run sets it): the
 against mnist.sha256. Their speed numbers are not checked: speed is the benchmarks' to measure.
 """
 
+import os
 import re
 import subprocess
 import sys
@@ -193,3 +194,20 @@ def test_accuracy_smoke_gives_each_loop_and_the_gap(tmp_path):
     assert len(rows) == 1
     reference, project, gap = map(float, rows[0])
     assert gap == pytest.approx(project - reference, abs=0.011)
+
+
+@pytest.mark.slow  # starts Python and torch
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks what the GPU check says where there is no GPU")
+def test_gpu_check_without_a_gpu_stops_in_one_line_before_any_work(tmp_path):
+    report = tmp_path / "gpu-check.md"
+    env = {**os.environ, "PYTHON": sys.executable}  # this environment: nothing to install
+    out = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(report)], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert (
+        out.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: params.yaml: train.device: 'cuda' was asked for but PyTorch sees no CUDA device")
+    ), out.stderr
+    assert not report.exists()

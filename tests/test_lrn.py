@@ -5,7 +5,16 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet_mnist.lrn import BLOCK_ELEMENTS, LocalResponseNorm, local_response_norm
+from alexnet_mnist.lrn import (
+    BLOCK_ELEMENTS,
+    GPU_BLOCK_ELEMENTS,
+    LocalResponseNorm,
+    _blocks,
+    _LocalResponseNorm,
+    block_elements,
+    local_response_norm,
+    normalize,
+)
 
 
 def reference(x: torch.Tensor, grad: torch.Tensor, size=5, alpha=1e-4, beta=0.75, k=1.0):
@@ -97,3 +106,44 @@ def test_each_pixel_is_bitwise_the_same_whatever_the_batch_and_run(dtype):
         assert torch.equal(a, b)
     for a, b in zip(first, alone, strict=True):
         assert torch.equal(a[1:2], b)
+
+
+@pytest.mark.parametrize(
+    "shape, blocks",
+    [
+        ((1000, 96, 55, 55), 18),  # the first LRN of evaluate's batch at 227x227: 290 million values
+        ((64, 96, 55, 55), 2),  # the first LRN of a training batch at 227x227
+        ((64, 256, 27, 27), 1),  # the second
+    ],
+)
+def test_a_gpu_takes_big_batches_in_blocks_of_bounded_size(shape, blocks):
+    batch, channels, height, width = shape
+    rows = batch * height * width
+    starts = _blocks(rows, channels, block_elements(torch.device("cuda")))
+    assert len(starts) == blocks and starts[0] == 0 and starts[-1] + starts.step >= rows
+    assert starts.step * channels <= GPU_BLOCK_ELEMENTS  # float32 temporaries of at most 64 MiB each
+    assert block_elements(torch.device("cpu")) == BLOCK_ELEMENTS
+
+
+def test_gpu_sized_blocks_give_the_cpu_blocks_bits_on_cpu_tensors():
+    shape = (2, 96, 40, 40)  # 3200 pixels of 96 channels
+    x = activations(shape, torch.bfloat16)
+    grad = torch.randn(shape).bfloat16().contiguous(memory_format=torch.channels_last)
+    results = []
+    for block in (1 << 20, 1 << 17, 1000 * 96):  # one block; 3 blocks; 4, the last one short
+        x_ = x.detach().clone().requires_grad_()
+        out = _LocalResponseNorm.apply(x_, 5, 1e-4, 0.75, 1.0, block)
+        out.backward(grad)
+        results.append((out.detach(), x_.grad))
+    for out, dx in results[1:]:
+        assert torch.equal(out, results[0][0]) and torch.equal(dx, results[0][1])
+
+
+def test_without_autograd_the_lrn_keeps_no_temporaries_and_computes_the_same():
+    x = activations((2, 96, 40, 40))
+    trained, d, scale = normalize(x, 5, 1e-4, 0.75, 1.0, 1000 * 96, keep=True)
+    assert d.shape == scale.shape == (2 * 40 * 40, 96)  # every pixel's, for the backward
+    out, d, scale = normalize(x, 5, 1e-4, 0.75, 1.0, 1000 * 96, keep=False)
+    assert d is None and scale is None and torch.equal(out, trained)
+    with torch.inference_mode():
+        assert torch.equal(LocalResponseNorm(5)(x), trained)

@@ -10,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from alexnet_mnist.evaluate import predict
 from alexnet_mnist.model import ModelConfig, to_input
 from alexnet_mnist.params import TrainParams
-from alexnet_mnist.train import DivergedError, epoch_lr, fit, start, summarize_history, train_epoch
+from alexnet_mnist.train import CompiledForOneBatch, DivergedError, epoch_lr, fit, start, summarize_history, train_epoch
 
 MODEL = ModelConfig(image_size=67, dropout=0.5)
 CPU = torch.device("cpu")
@@ -177,3 +177,23 @@ def test_checkpoint_of_other_augmentation_or_decay_is_not_reused(tmp_path, capsy
     for changes in ({"lr_decay": 0.9}, {"shift": 1.0}, {"rotate": 5.0}):
         fit(TRAIN, VAL, MODEL, train_params(epochs=1, **changes), CPU, "fp32", checkpoint=checkpoint)
         assert "starting over" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # imports torch.compile's machinery and traces the model: seconds
+def test_compiled_training_compiles_one_graph_and_runs_each_epochs_short_batch_as_it_is():
+    graphs, calls = [], []
+
+    def backend(graph, example_inputs):  # torch.compile's real tracing; the graph then runs as traced
+        graphs.append(graph)
+        return lambda *args: calls.append(len(graphs)) or graph.forward(*args)
+
+    params = train_params(batch_size=32)
+    run = start(MODEL, params, CPU)
+    network = CompiledForOneBatch(run.model, backend=backend)
+    images, labels = TRAIN["images"][:80], TRAIN["labels"][:80]  # batches of 32, 32 and 16
+    for _ in range(2):
+        loss, accuracy = train_epoch(run, network, images, labels, params, "fp32")
+        assert torch.isfinite(torch.tensor(loss)) and (accuracy * 80) % 1 == 0  # over all 80 images
+        run.history.append({})
+    assert network.batch == 32 and len(graphs) == 1  # the short batch compiled nothing
+    assert calls == [1] * 4  # the full batches ran compiled; the short ones (2 of 6) as they are

@@ -61,23 +61,24 @@ def code_digest(script: Path) -> str:
 
 
 def fingerprint(
-    config: ModelConfig, train: TrainParams, device: str, precision: str, inputs_digest: str, world: int = 1
+    config: ModelConfig, train: TrainParams, devices: list[dict], precision: str, inputs_digest: str
 ) -> str:
     """Everything a run's result depends on except the number of epochs.
 
-    Two runs with equal fingerprints follow the same trajectory epoch by epoch (nothing, the
-    learning-rate decay included, depends on the total), so a checkpoint taken after epoch k
-    of one is exactly epoch k of the other.
+    `devices` holds each process's `device.identity` by rank: the device type and model, and on CUDA
+    the CUDA and cuDNN versions, since kernels and their rounding differ between them. Two runs
+    with equal fingerprints follow the same trajectory epoch by epoch (nothing, the learning-rate
+    decay included, depends on the total), so a checkpoint taken after epoch k of one is exactly
+    epoch k of the other (on CUDA, with train.deterministic: docs/checkpoints.md).
     """
     parts = {
         "model": dataclasses.asdict(config),
         "train": {k: v for k, v in dataclasses.asdict(train).items() if k != "epochs"},
-        "device": device,
+        "devices": devices,
         "precision": precision,
         "inputs": inputs_digest,
         "torch": str(torch.__version__),
         "threads": torch.get_num_threads(),
-        "processes": world,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

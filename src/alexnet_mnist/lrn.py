@@ -10,9 +10,12 @@ adds of a zero-padded copy), and the backward is the analytic gradient
     da_c = g_c * d_c^-beta - 2 alpha beta / n * a_c * sum_{c' : c in window(c')} g_c' a_c' d_c'^-beta / d_c'.
 
 Whatever the input's dtype, the squares, sums and powers are computed in float32 at least (float64
-stays float64); only the output and the input gradient are rounded back to the input's dtype. On the
-CPU the pixels go through in blocks of about BLOCK_ELEMENTS values, so that each pass over a block
-reads and writes the cache rather than main memory; each pixel's result is the same whatever the block.
+stays float64); only the output and the input gradient are rounded back to the input's dtype. The
+pixels go through in blocks: on the CPU of about BLOCK_ELEMENTS values, so that each pass over a block
+reads and writes the cache rather than main memory; on a GPU of about GPU_BLOCK_ELEMENTS, so that the
+float32 temporaries stay small next to the batch (one block of evaluate's 1000 images at 227x227
+would be several GB). Without autograd (evaluation) only one block's temporaries exist at a time.
+Each pixel's result is the same whatever the block.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from torch import nn
 # cache, and the dozen PyTorch calls per block cost little next to its arithmetic (the size was
 # chosen by timing the LRN alone at AlexNet's shapes, BENCHMARKS.md)
 BLOCK_ELEMENTS = 1 << 19
+# values per block on a GPU: 64 MiB per float32 temporary, enough work per kernel to fill any GPU, and
+# AlexNet's training batch of 64 at 227x227 is one or two blocks per LRN
+GPU_BLOCK_ELEMENTS = 1 << 24
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -51,50 +57,70 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
 
 
-def _blocks(rows: int, channels: int, device: torch.device) -> range:
-    """Start rows of the blocks: BLOCK_ELEMENTS values each on the CPU, one block on a GPU."""
-    step = max(1, BLOCK_ELEMENTS // channels) if device.type == "cpu" else max(rows, 1)
-    return range(0, rows, step)
+def block_elements(device: torch.device) -> int:
+    """Values per block on `device`: BLOCK_ELEMENTS on the CPU, GPU_BLOCK_ELEMENTS elsewhere."""
+    return BLOCK_ELEMENTS if device.type == "cpu" else GPU_BLOCK_ELEMENTS
+
+
+def _blocks(rows: int, channels: int, block: int) -> range:
+    """Start rows of the blocks of about `block` values (at least one row each)."""
+    return range(0, rows, max(1, block // channels))
+
+
+def normalize(
+    x: torch.Tensor, size: int, alpha: float, beta: float, k: float, block: int, keep: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(the LRN of `x`, d, d^-beta), blockwise over channels-last rows of about `block` values.
+
+    d and d^-beta are (B*H*W, C) in the compute dtype where `keep` (the backward needs them), else
+    None, and then only one block of each is ever allocated.
+    """
+    x = x.contiguous(memory_format=torch.channels_last)
+    out = torch.empty_like(x)
+    a, b = _rows(x), _rows(out)
+    n, channels = a.shape
+    dtype = compute_dtype(x.dtype)
+    blocks = _blocks(n, channels, block)
+    rows_per_block = min(blocks.step, n)
+    lo = size // 2  # the window's channels before c; (size - 1) // 2 after
+    d = torch.empty(n if keep else rows_per_block, channels, dtype=dtype, device=x.device)  # k + alpha/size * sum
+    scale = torch.empty_like(d)  # d^-beta
+    padded = torch.zeros(rows_per_block, channels + size - 1, dtype=dtype, device=x.device)
+    for start in blocks:
+        rows = slice(start, start + blocks.step)
+        a_ = a[rows]
+        m = len(a_)
+        d_, s_ = (d[rows], scale[rows]) if keep else (d[:m], scale[:m])
+        pad = padded[:m]
+        squares = pad[:, lo : lo + channels]
+        squares.copy_(a_)  # to float32: its squares are then exact for bf16 values
+        squares.mul_(squares)
+        window_sum(pad, d_, size).mul_(alpha / size).add_(k)
+        torch.log(d_, out=s_).mul_(-beta).exp_()  # d^-beta, d >= k > 0; faster than pow on the CPU
+        torch.mul(a_, s_, out=b[rows])  # in float32, rounded once to the output's dtype
+    return (out, d, scale) if keep else (out, None, None)
 
 
 class _LocalResponseNorm(torch.autograd.Function):
-    """The forward and the analytic backward, blockwise over channels-last rows; saves d and d^-beta."""
+    """`normalize` and the analytic backward, blockwise over channels-last rows; saves d and d^-beta."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, size: int, alpha: float, beta: float, k: float, block: int) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
-        out = torch.empty_like(x)
-        a, b = _rows(x), _rows(out)
-        n, channels = a.shape
-        dtype = compute_dtype(x.dtype)
-        d = torch.empty(n, channels, dtype=dtype, device=x.device)  # k + alpha/size * window sum
-        scale = torch.empty_like(d)  # d^-beta
-        blocks = _blocks(n, channels, x.device)
-        lo = size // 2  # the window's channels before c; (size - 1) // 2 after
-        padded = torch.zeros(min(blocks.step, n), channels + size - 1, dtype=dtype, device=x.device)
-        for start in blocks:
-            rows = slice(start, start + blocks.step)
-            a_, d_, s_ = a[rows], d[rows], scale[rows]
-            pad = padded[: len(a_)]
-            squares = pad[:, lo : lo + channels]
-            squares.copy_(a_)  # to float32: its squares are then exact for bf16 values
-            squares.mul_(squares)
-            window_sum(pad, d_, size).mul_(alpha / size).add_(k)
-            torch.log(d_, out=s_).mul_(-beta).exp_()  # d^-beta, d >= k > 0; faster than pow on the CPU
-            torch.mul(a_, s_, out=b[rows])  # in float32, rounded once to the output's dtype
+        out, d, scale = normalize(x, size, alpha, beta, k, block, keep=True)
         ctx.save_for_backward(x, d, scale)
-        ctx.constants = (size, alpha, beta)
+        ctx.constants = (size, alpha, beta, block)
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None, None]:
         x, d, scale = ctx.saved_tensors
-        size, alpha, beta = ctx.constants
+        size, alpha, beta, block = ctx.constants
         grad = grad.contiguous(memory_format=torch.channels_last)
         grad_in = torch.empty_like(x)
         a, g, da = _rows(x), _rows(grad), _rows(grad_in)
         n, channels = a.shape
-        blocks = _blocks(n, channels, x.device)
+        blocks = _blocks(n, channels, block)
         rows_per_block = min(blocks.step, n)
         lo = (size - 1) // 2  # the transposed window: channels c' whose window holds c
         padded = torch.zeros(rows_per_block, channels + size - 1, dtype=d.dtype, device=x.device)
@@ -109,7 +135,7 @@ class _LocalResponseNorm(torch.autograd.Function):
             torch.mul(gs, a_, out=terms).div_(d_)  # g a d^-beta / d
             window_sum(pad, inner[:m], size)
             torch.addcmul(gs, a_, inner[:m], value=-2.0 * alpha * beta / size, out=da[rows])
-        return grad_in, None, None, None, None
+        return grad_in, None, None, None, None, None
 
 
 def local_response_norm(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
@@ -135,8 +161,11 @@ class LocalResponseNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, H, W)
         if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
             return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+        constants = (self.size, self.alpha, self.beta, self.k, block_elements(x.device))
         with torch.autocast(x.device.type, enabled=False):  # the math picks its own precision
-            return _LocalResponseNorm.apply(x, self.size, self.alpha, self.beta, self.k)
+            if torch.is_grad_enabled() and x.requires_grad:
+                return _LocalResponseNorm.apply(x, *constants)
+            return normalize(x, *constants, keep=False)[0]  # no backward: one block's temporaries at a time
 
     def extra_repr(self) -> str:
         return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"

@@ -6,7 +6,6 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +15,7 @@ from . import checkpoint as ckpt
 from . import distributed
 from .augment import epoch_draws, random_affine
 from .checkpoint import Run
-from .device import autocast
+from .device import autocast, identity
 from .errors import PipelineError
 from .evaluate import predict, progress_bar
 from .model import AlexNet, ModelConfig, to_input
@@ -28,6 +27,28 @@ SYNC_EVERY = 50  # steps between host syncs, for the progress bar's loss and the
 
 class DivergedError(PipelineError):
     pass
+
+
+class CompiledForOneBatch(nn.Module):
+    """`network` under torch.compile (static shapes) for the batch size of its first call, and as it is for
+    any other.
+
+    When the batch size does not divide the images, each epoch ends with a shorter batch. Compiled,
+    it would cost a second compile: by default of a graph for any batch size, which then serves
+    every batch instead of the first one. Run as it is, it costs one uncompiled step per epoch.
+    `backend` is torch.compile's.
+    """
+
+    def __init__(self, network: nn.Module, backend: str | Callable = "inductor"):
+        super().__init__()
+        self.network = network
+        self.compiled = torch.compile(network, dynamic=False, backend=backend)
+        self.batch: int | None = None  # images per call that the compiled graph is for
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.batch is None:
+            self.batch = len(x)
+        return (self.compiled if len(x) == self.batch else self.network)(x)
 
 
 def start(config: ModelConfig, train_params: TrainParams, device: torch.device) -> Run:
@@ -183,7 +204,8 @@ def fit(
             f"must be at least the {world} processes; raise it or lower train.nproc"
         )
     run = start(config, train_params, device)
-    fingerprint = ckpt.fingerprint(config, train_params, device.type, precision, inputs_digest, world)
+    devices = distributed.all_gather({"type": device.type, **identity(device)})  # every process's, by rank
+    fingerprint = ckpt.fingerprint(config, train_params, devices, precision, inputs_digest)
     if checkpoint is not None:
         ckpt.resume(checkpoint, run, fingerprint, train_params.epochs)
     images = train_set["images"].to(device)
@@ -195,7 +217,7 @@ def fit(
 
         network = DistributedDataParallel(run.model, device_ids=[device.index] if device.type == "cuda" else None)
     if train_params.compile:
-        network = cast(nn.Module, torch.compile(network))  # an OptimizedModule, which torch types as a callable
+        network = CompiledForOneBatch(network)
     while run.epoch < train_params.epochs:
         epoch = run.epoch + 1
         label = f"epoch {epoch}/{train_params.epochs}"
