@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +166,18 @@ def set_limits(limits: dict) -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     for name, limit in limits.items():
         resource.setrlimit(getattr(resource, name), (limit, limit))
+
+
+def png_of_size(width: int, height: int) -> bytes:
+    """A real, valid 1-bit PNG of width x height white pixels, made row by row: a few bytes per row at any size."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    compressor, row = zlib.compressobj(9), b"\x00" + b"\xff" * ((width + 7) // 8)  # filter byte 0, then pixels
+    body = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])  # 1 bit, gray
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
 
 
 class Project:

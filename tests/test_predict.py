@@ -8,7 +8,6 @@ import gzip
 import json
 import re
 import subprocess
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from alexnet_mnist.idx import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABE
 from alexnet_mnist.model import AlexNet, ModelConfig, to_input
 from alexnet_mnist.model_file import save_model
 from alexnet_mnist.prepare import normalize
-from conftest import BIN, REAL_MIRROR, fail_line, needs_real_mnist, train_params
+from conftest import BIN, REAL_MIRROR, fail_line, needs_real_mnist, png_of_size, train_params
 
 MEAN, STD = 0.1307, 0.3081  # params.yaml's data.mean and data.std
 pytestmark = pytest.mark.slow  # each test runs the installed command in a new process (about 2 s)
@@ -32,18 +31,6 @@ def predict(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / "alexnet-mnist"), "predict", *args], cwd=cwd, capture_output=True, text=True, timeout=300
     )
-
-
-def png_of_size(path: Path, width: int, height: int) -> None:
-    """A real, valid 1-bit PNG of width x height white pixels, written row by row: tiny on disk at any size."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
-
-    compressor, row = zlib.compressobj(9), b"\x00" + b"\xff" * ((width + 7) // 8)  # filter byte 0, then pixels
-    body = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])  # 1 bit, gray
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +128,9 @@ def test_each_bad_image_gives_one_error_line_and_exit_1(tmp_path, untrained, cas
     elif case == "one colour":
         Image.new("RGB", (64, 48), (30, 160, 60)).save(path)
     elif case == "over twice the bomb limit":  # Pillow refuses it (DecompressionBombError)
-        png_of_size(path, 20_000, 20_000)  # 400 million pixels, > 2 x Image.MAX_IMAGE_PIXELS (89.5 million)
+        path.write_bytes(png_of_size(20_000, 20_000))  # 400 million pixels, > 2 x Image.MAX_IMAGE_PIXELS (89.5 million)
     elif case == "over the bomb limit":  # Pillow only warns; predict refuses it too
-        png_of_size(path, 10_000, 10_000)
+        path.write_bytes(png_of_size(10_000, 10_000))
     elif case == "empty folder":
         path.mkdir()
     if path.is_file():
