@@ -9,26 +9,28 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-import torch
 import uvicorn
-from conftest import png_of_size
+from conftest import ROOT, fail_line, png_of_size
 from PIL import Image
 
-from alexnet_mnist.model import AlexNet, ModelConfig
-from alexnet_mnist.model_file import save_model
 from alexnet_mnist.predict import as_json, load, predict_files
 from alexnet_mnist.serve import MAX_BODY, MAX_PIXELS, create_app
 
-MEAN, STD = 0.1307, 0.3081  # params.yaml's data.mean and data.std
+sys.path.insert(0, str(ROOT / "benchmarks"))  # common.serve: the command on a free port, as the benchmarks run it
+import common
 
 
 class Server:
@@ -94,16 +96,8 @@ GOOD = bar_digit(0, 0)
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("serve") / "model.pt"
-    save_model(path, AlexNet(ModelConfig(image_size=67, dropout=0.5)), {"mean": MEAN, "std": STD}, {})
-    return path
-
-
-@pytest.fixture(scope="module")
-def server(model_file):
-    running = Server(model_file)
+def server(untrained):
+    running = Server(untrained)
     yield running
     running.stop()
 
@@ -113,10 +107,10 @@ def expect_good(server: Server) -> None:
     assert status == 200 and answer["digit"] in range(10), (status, answer)
 
 
-def test_an_image_gets_what_predict_json_prints(server, model_file, tmp_path):
+def test_an_image_gets_what_predict_json_prints(server, untrained, tmp_path):
     path = tmp_path / "digit.png"
     path.write_bytes(GOOD)
-    ((_, expected),) = predict_files(load(model_file), [path])  # the command's own code
+    ((_, expected),) = predict_files(load(untrained), [path])  # the command's own code
     status, response, raw = server.post_image(GOOD)
     assert status == 200 and response.getheader("Content-Type") == "application/json"
     assert raw == as_json(None, expected)
@@ -133,9 +127,9 @@ def test_top_lists_the_likeliest_digits_as_predict_top_does(server):
     assert [t["probability"] for t in top["top"]] == [plain["probabilities"][d] for d in ranked]
 
 
-def test_healthz_names_the_model_and_its_size(server, model_file):
+def test_healthz_names_the_model_and_its_size(server, untrained):
     status, _, health = server.request("GET", "/healthz")
-    assert status == 200 and health == {"status": "ok", "model": str(model_file), "image_size": 67}
+    assert status == 200 and health == {"status": "ok", "model": str(untrained), "image_size": 67}
 
 
 def test_the_page_is_self_contained(server):
@@ -145,10 +139,10 @@ def test_the_page_is_self_contained(server):
     assert "://" not in page  # no script, style, font or image from the network
 
 
-def test_concurrent_requests_each_get_their_own_answer(server, model_file):
+def test_concurrent_requests_each_get_their_own_answer(server, untrained):
     """Requests at once share forward passes (serve.Batcher); each still gets its own image's answer."""
     images = [bar_digit(row, col) for row in range(0, 8, 2) for col in range(0, 12, 2)]  # 24 different digits
-    model = load(model_file)
+    model = load(untrained)
     with ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(server.post_image, images))
     for data, (status, _, answer) in zip(images, answers, strict=True):
@@ -267,3 +261,64 @@ def test_a_chunked_body_is_refused_once_its_bytes_pass_the_limit(server):
         status, answer = read_response(sock)
     assert status == 413 and "body over the limit" in answer["error"]
     expect_good(server)
+
+
+# ---- the command: `alexnet-mnist serve` in its own process, as a user runs it ----
+
+ALEXNET_MNIST = Path(sys.executable).parent / "alexnet-mnist"
+
+
+def serve_command(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ALEXNET_MNIST), "serve", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["missing", "not an onnx model"])
+def test_a_bad_untrained_is_one_error_line_and_exit_1(tmp_path, case):
+    model = tmp_path / ("gone.onnx" if case == "missing" else "model.onnx")
+    if case == "not an onnx model":
+        model.write_bytes(b"\x08\x07" + bytes(range(256)) * 10)
+    result = serve_command("--model", str(model), "--port", "0")
+    line = fail_line(result)
+    assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1
+    expected = "model file not found" if case == "missing" else "cannot be read as an ONNX model"
+    assert line.startswith(f"error: {model}: ") and expected in line, line
+
+
+@pytest.mark.slow
+def test_a_taken_port_is_one_error_line_and_exit_1(untrained):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = fail_line(serve_command("--model", str(untrained), "--port", str(port)))
+    assert line.startswith(f"error: 127.0.0.1:{port}: cannot listen there (Address already in use)"), line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_the_command_prints_its_url_serves_and_stops_on_a_signal(untrained, tmp_path, stop):
+    """It answers as the command-line predict does (same JSON for the same file), and a signal ends it
+    without a traceback: Ctrl-C with status 130, SIGTERM as killed by it, once open requests are answered."""
+    path = tmp_path / "digit.png"
+    path.write_bytes(GOOD)
+    cli = subprocess.run(
+        [str(ALEXNET_MNIST), "predict", str(path), "--model", str(untrained), "--json", "--top", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 0, cli.stderr
+    with common.serve(untrained) as (url, server):
+        port = urlsplit(url).port
+        assert url == f"http://127.0.0.1:{port}/"
+        running = Server.__new__(Server)  # its request helpers, on the command's port
+        running.port = port
+        status, _, health = running.request("GET", "/healthz")
+        assert status == 200 and health["model"] == str(untrained)
+        status, _, answer = running.post_file(GOOD, filename=str(path), query="?top=3")
+        assert status == 200 and answer == json.loads(cli.stdout)
+        server.send_signal(stop)
+        _, err = server.communicate(timeout=60)
+    assert "Traceback" not in err and err.strip() == "", err
+    assert server.returncode == (130 if stop == signal.SIGINT else -signal.SIGTERM)

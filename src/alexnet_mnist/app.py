@@ -21,6 +21,7 @@ from pathlib import Path
 from .errors import PipelineError
 
 PIPE_CLOSED = 141  # exit status: 128 + SIGPIPE, as the shell reports a command killed by a closed pipe
+BACKLOG = 2048  # connections waiting to be accepted, as uvicorn's default
 
 PREDICT = """\
 Predict the digit in each image: PNG, JPEG, BMP, GIF, WebP, TIFF, ..., any size, one digit per image,
@@ -124,15 +125,20 @@ def run_serve(model_path: Path, host: str, port: int) -> int:
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to (host, port), for uvicorn to listen on; PipelineError when that address is taken
-    or not this machine's."""
+    """A TCP socket listening on (host, port), for uvicorn to serve on: connections wait in its backlog until
+    then. PipelineError when that address is taken or not this machine's."""
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        bound = socket.socket(family, socket.SOCK_STREAM)
-        bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart need not wait out TIME_WAIT
-        bound.bind((host, port))
+        listening = socket.socket(family, socket.SOCK_STREAM)
     except OSError as e:
+        raise PipelineError(f"{host}: not an address to listen on ({e.strerror or e}); pass another --host") from None
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart need not wait out TIME_WAIT
+        listening.bind((host, port))
+        listening.listen(BACKLOG)
+    except OSError as e:
+        listening.close()
         raise PipelineError(
             f"{host}:{port}: cannot listen there ({e.strerror or e}); pass another --port, or a --host of this machine"
         ) from None
-    return bound
+    return listening
