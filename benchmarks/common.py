@@ -108,14 +108,29 @@ def spawn(script: Path, job: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-# ---------------------------------------------------------------- the server
+# ---------------------------------------------------------------- the server, and the browser for pages
+
+# Headless Chromium as the project runs it (as root, no network): the plots page's test, the served page's
+# tests and its screenshot
+HEADLESS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--host-resolver-rules=MAP * ~NOTFOUND",  # no host name resolves: no network (an address such as 127.0.0.1 works)
+]
 
 
 @contextlib.contextmanager
-def serve(model: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """(URL, process) of this environment's `alexnet-mnist serve --model MODEL` on a free port of 127.0.0.1,
-    once it has loaded the model; stopped with SIGINT (Ctrl-C) on exit."""
-    command = [str(Path(sys.executable).parent / "alexnet-mnist"), "serve", "--model", str(model), "--port", "0"]
+def serve(model: Path | None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """(URL, process) of this environment's `alexnet-mnist serve --model MODEL` (None: its default model) on a
+    free port of 127.0.0.1, once it has loaded the model; stopped with SIGINT (Ctrl-C) on exit."""
+    command = [str(Path(sys.executable).parent / "alexnet-mnist"), "serve", "--port", "0"]
+    command += ["--model", str(model)] if model else []
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = server.stdout.readline()  # "serving MODEL on URL (Ctrl-C stops)", once the model is loaded

@@ -1,6 +1,6 @@
 """Load test of `alexnet-mnist serve`: N concurrent clients post real MNIST test digits as PNGs for S seconds.
 
-    python benchmarks/serve_load.py [--model models/model.onnx] [--clients 16] [--seconds 30]
+    python benchmarks/serve_load.py [--model FILE] [--clients 16] [--seconds 30]
 
 Starts the installed server on a free port of 127.0.0.1 (loopback only) and stops it at the end. Each
 client keeps one connection and posts the next digit as soon as the last answer came (a closed loop),
@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import torch
-from common import cpu_lines, flop_counts, peak_candidates, raw_folder, rss_mb, serve, settings
+from common import ROOT, cpu_lines, flop_counts, peak_candidates, raw_folder, rss_mb, serve, settings
 from PIL import Image
 
 IMAGES = 500  # different test digits the clients cycle through
@@ -113,24 +113,27 @@ def run_clients(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, default=Path("models/model.onnx"), help="the model the server loads")
+    parser.add_argument(
+        "--model", type=Path, help="the model the server loads (default: dvc.yaml's ONNX export, models/model.onnx)"
+    )
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long the clients post")
     parser.add_argument("--output", type=Path, help="also write the Markdown report here")
     args = parser.parse_args()
     from alexnet_mnist.model import ModelConfig
-    from alexnet_mnist.predict import load
+    from alexnet_mnist.predict import default_model, load
 
+    model = args.model or ROOT / default_model(ROOT, "onnx")
     pngs = digit_pngs(IMAGES)
-    expected = expected_digits(args.model, pngs)
-    size = load(args.model).image_size
+    expected = expected_digits(model, pngs)
+    size = load(model).image_size
     config = ModelConfig(image_size=size, dropout=settings()[1].dropout)
     per_image = sum(flop_counts(config, backward=False)["Global"].values())
     peaks = peak_candidates(torch.device("cpu"), "fp32", config, batch=16)
     peak = max(peaks.values())
     floor = peak / per_image  # images/s if every FLOP ran at the peak
 
-    with serve(args.model) as (url, server):
+    with serve(model) as (url, server):
         # warm-up, its failures counted too: one client (passes of one digit), then all (passes of many)
         warm = [run_clients(url, pngs, expected, n, WARMUP_SECONDS)[1] for n in (1, args.clients)]
         before = rss_mb(server.pid)
@@ -142,7 +145,7 @@ def main() -> None:
     report = [
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs; {cpu_lines('fp32', torch.device('cpu'))[0]}",
         f"Command: `python benchmarks/serve_load.py {' '.join(sys.argv[1:])}`",
-        f"Model: {args.model} ({size}x{size}); {args.clients} clients, each on one keep-alive connection, posting "
+        f"Model: {model} ({size}x{size}); {args.clients} clients, each on one keep-alive connection, posting "
         f"the first {IMAGES} MNIST test digits as 28x28 PNGs for {wall:.1f} s, after a warm-up.",
         "",
         "| requests | failed | throughput (images/s) | p50 latency (ms) | p99 latency (ms) | server RSS before, "

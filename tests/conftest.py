@@ -55,7 +55,7 @@ needs_real_mnist = pytest.mark.skipif(
     not (REAL_MIRROR and REAL_MIRROR.is_dir()), reason="MNIST_MIRROR does not name a folder"
 )
 MEAN, STD = 0.1307, 0.3081  # params.yaml's data.mean and data.std
-TRAINED_IMAGES, TRAINED_EPOCHS = 8000, 3  # the `trained` fixture's real training images and passes over them
+TRAINED_IMAGES, TRAINED_EPOCHS = 6000, 2  # the `trained` fixture's real training images and passes over them
 
 
 def read_real(name: str, ndim: int) -> np.ndarray:

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,17 +18,9 @@ from dvc_render.html import PAGE_HTML  # DVC's default page, which loads vega fr
 
 from conftest import ROOT, Project, html_template, make_project, tiny_params, write_mnist
 
-HEADLESS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--host-resolver-rules=MAP * ~NOTFOUND",  # no host name or address resolves: no network at all
-]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import HEADLESS  # Chromium's flags, as the project's scripts run it
+
 EXPERIMENTS = ("exp-a", "exp-b")
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 

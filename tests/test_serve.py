@@ -268,13 +268,17 @@ def test_a_chunked_body_is_refused_once_its_bytes_pass_the_limit(server):
 ALEXNET_MNIST = Path(sys.executable).parent / "alexnet-mnist"
 
 
-def serve_command(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([str(ALEXNET_MNIST), "serve", *args], capture_output=True, text=True, timeout=timeout)
+def serve_command(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ALEXNET_MNIST), "serve", *args], capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["missing", "not an onnx model"])
-def test_a_bad_untrained_is_one_error_line_and_exit_1(tmp_path, case):
+@pytest.mark.parametrize("case", ["missing", "not an onnx model", "no dvc.yaml"])
+def test_a_bad_model_file_is_one_error_line_and_exit_1(tmp_path, case):
+    if case == "no dvc.yaml":  # no --model, run outside the project: nothing names the model
+        line = fail_line(serve_command("--port", "0", cwd=tmp_path))
+        assert "no dvc.yaml" in line and "pass --model FILE" in line, line
+        return
     model = tmp_path / ("gone.onnx" if case == "missing" else "model.onnx")
     if case == "not an onnx model":
         model.write_bytes(b"\x08\x07" + bytes(range(256)) * 10)

@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument(
         "--model",
         type=Path,
-        default=Path("models/model.onnx"),
         metavar="FILE",
-        help="the ONNX export (.onnx) or a model file (.pt); default: models/model.onnx",
+        help="the ONNX export (.onnx) or a model file (.pt); default: the ONNX path in dvc.yaml of the "
+        "current folder (models/model.onnx)",
     )
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
@@ -100,12 +100,15 @@ def run_predict(paths: list[Path], model_path: Path | None, top: int | None, as_
     return 1 if failed else 0
 
 
-def run_serve(model_path: Path, host: str, port: int) -> int:
+def run_serve(model_path: Path | None, host: str, port: int) -> int:
     """Serve until Ctrl-C or SIGTERM; 0 then. The app's lifespan loads the model before the URL is printed,
     so a bad model file raises PipelineError here, as in predict."""
     import uvicorn
 
+    from .predict import default_model
     from .serve import create_app
+
+    model_path = model_path or default_model(key="onnx")
 
     listening = listen(host, port)
     app = create_app(model_path)

@@ -151,13 +151,14 @@ def digit(source: Path | BinaryIO, name: str | Path | None = None, max_pixels: i
         raise NoInkError(f"{source if name is None else name}: {e}") from None
 
 
-def default_model(folder: Path = Path(".")) -> Path:
-    """The model path that dvc.yaml in `folder` names (vars' paths.model), for running in the project."""
+def default_model(folder: Path = Path("."), key: str = "model") -> Path:
+    """The model path that dvc.yaml in `folder` names (vars' paths.<key>: model, or onnx for the ONNX export),
+    for running in the project."""
     import yaml
 
     spec = folder / "dvc.yaml"
     try:
-        return Path(yaml.safe_load(spec.read_text())["vars"][0]["paths"]["model"])
+        return Path(yaml.safe_load(spec.read_text())["vars"][0]["paths"][key])
     except FileNotFoundError:
         raise PipelineError(
             f"no dvc.yaml in {folder.resolve()} to name the model; run in the project's folder "
@@ -165,7 +166,7 @@ def default_model(folder: Path = Path(".")) -> Path:
         ) from None
     except (yaml.YAMLError, KeyError, IndexError, TypeError) as e:
         raise PipelineError(
-            f"{spec}: names no model path under vars: paths: model ({type(e).__name__}); pass --model FILE"
+            f"{spec}: names no model path under vars: paths: {key} ({type(e).__name__}); pass --model FILE"
         ) from None
 
 
