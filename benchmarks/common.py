@@ -121,7 +121,7 @@ HEADLESS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--host-resolver-rules=MAP * ~NOTFOUND",  # no host name resolves: no network (an address such as 127.0.0.1 works)
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no network, but for the servers of the tests
 ]
 
 

@@ -34,7 +34,8 @@ from common import ROOT, cpu_lines, flop_counts, peak_candidates, raw_folder, rs
 from PIL import Image
 
 IMAGES = 500  # different test digits the clients cycle through
-WARMUP_SECONDS = 1.0  # of posting before the clock starts, by one client and then by all: first passes allocate
+WARMUP = 5  # requests per client before the clock starts, by one client and then by all: the first passes of
+# each batch size allocate (onnxruntime's memory arena grows to the largest batch)
 
 
 def digit_pngs(count: int) -> list[bytes]:
@@ -64,17 +65,17 @@ def expected_digits(model_path: Path, pngs: list[bytes]) -> list[int]:
 class Client(threading.Thread):
     """Posts digits over one keep-alive connection until `stop`; records each request's latency and failure."""
 
-    def __init__(self, url: str, pngs: list[bytes], expected: list[int], start: int, stop: float):
+    def __init__(self, url: str, pngs: list[bytes], expected: list[int], start: int, stop: float, most: float):
         super().__init__(daemon=True)
         parts = urlsplit(url)
         self.host, self.port = parts.hostname, parts.port
-        self.pngs, self.expected, self.next, self.stop = pngs, expected, start, stop
+        self.pngs, self.expected, self.next, self.stop, self.most = pngs, expected, start, stop, most
         self.latencies: list[float] = []
         self.failures: list[str] = []
 
     def run(self) -> None:
         connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
-        while time.perf_counter() < self.stop:
+        while time.perf_counter() < self.stop and len(self.latencies) + len(self.failures) < self.most:
             i = self.next % len(self.pngs)
             self.next += 1
             began = time.perf_counter()
@@ -97,11 +98,12 @@ class Client(threading.Thread):
 
 
 def run_clients(
-    url: str, pngs: list[bytes], expected: list[int], clients: int, seconds: float
+    url: str, pngs: list[bytes], expected: list[int], clients: int, seconds: float, most: float = float("inf")
 ) -> tuple[list, list, float]:
-    """(latencies in s, failures, wall seconds) of `clients` clients posting for `seconds`."""
+    """(latencies in s, failures, wall seconds) of `clients` clients posting for `seconds`, or until each has
+    posted `most` requests."""
     stop = time.perf_counter() + seconds
-    threads = [Client(url, pngs, expected, k * len(pngs) // clients, stop) for k in range(clients)]
+    threads = [Client(url, pngs, expected, k * len(pngs) // clients, stop, most) for k in range(clients)]
     began = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -135,7 +137,7 @@ def main() -> None:
 
     with serve(model) as (url, server):
         # warm-up, its failures counted too: one client (passes of one digit), then all (passes of many)
-        warm = [run_clients(url, pngs, expected, n, WARMUP_SECONDS)[1] for n in (1, args.clients)]
+        warm = [run_clients(url, pngs, expected, n, args.seconds, most=WARMUP)[1] for n in (1, args.clients)]
         before = rss_mb(server.pid)
         latencies, failures, wall = run_clients(url, pngs, expected, args.clients, args.seconds)
         after = rss_mb(server.pid)
@@ -146,7 +148,8 @@ def main() -> None:
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs; {cpu_lines('fp32', torch.device('cpu'))[0]}",
         f"Command: `python benchmarks/serve_load.py {' '.join(sys.argv[1:])}`",
         f"Model: {model} ({size}x{size}); {args.clients} clients, each on one keep-alive connection, posting "
-        f"the first {IMAGES} MNIST test digits as 28x28 PNGs for {wall:.1f} s, after a warm-up.",
+        f"the first {IMAGES} MNIST test digits as 28x28 PNGs for {wall:.1f} s, after {WARMUP} requests from one "
+        f"client and {WARMUP} from each of them.",
         "",
         "| requests | failed | throughput (images/s) | p50 latency (ms) | p99 latency (ms) | server RSS before, "
         "after (MiB) |",

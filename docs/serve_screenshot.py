@@ -26,7 +26,7 @@ from common import HEADLESS, serve
 SIDE = 280  # CSS pixels: the drawing pad's side in draw.html
 WINDOW = (820, 620)  # CSS pixels: the page's card and footer, with a margin
 PEN = 18  # CSS pixels: the pen's width in draw.html
-INK = 96  # of 255: MNIST pixels at least this bright are the pen's path
+INK = 160  # of 255: pixels of the enlarged digit at least this bright are the pen's path
 
 
 def strokes(digit: np.ndarray, side: float = SIDE, rows: int = 56) -> list[list[tuple[float, float]]]:
