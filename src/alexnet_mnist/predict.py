@@ -130,10 +130,10 @@ def predict_files(model: Model, paths: list[Path]) -> Iterator[tuple[Path | None
                 results.append((entry, digit(entry)))
             except PipelineError as e:  # its errors name the file
                 results.append((entry, e))
-        good = [i for i, (_, r) in enumerate(results) if not isinstance(r, PipelineError)]
+        good = [(i, r) for i, (_, r) in enumerate(results) if isinstance(r, np.ndarray)]  # the prepared digits
         if good:
-            probabilities = model.probabilities(np.stack([results[i][1] for i in good]))
-            for i, p in zip(good, probabilities, strict=True):
+            probabilities = model.probabilities(np.stack([r for _, r in good]))
+            for (i, _), p in zip(good, probabilities, strict=True):
                 results[i] = (results[i][0], p)
         yield from results
 
