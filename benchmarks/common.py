@@ -6,13 +6,16 @@ Imported by the scripts beside it (run from the repo root); nothing here runs on
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -106,6 +109,49 @@ def spawn(script: Path, job: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# ---------------------------------------------------------------- the server, and the browser for pages
+
+# Headless Chromium as the project runs it (as root, no network): the plots page's test, the served page's
+# tests and its screenshot
+HEADLESS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no network, but for the servers of the tests
+]
+
+
+@contextlib.contextmanager
+def serve(model: Path | None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """(URL, process) of this environment's `alexnet-mnist serve --model MODEL` (None: its default model) on a
+    free port of 127.0.0.1, once it has loaded the model; stopped with SIGINT (Ctrl-C) on exit."""
+    command = [str(Path(sys.executable).parent / "alexnet-mnist"), "serve", "--port", "0"]
+    command += ["--model", str(model)] if model else []
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()  # "serving MODEL on URL (Ctrl-C stops)", once the model is loaded
+        if " on http://" not in line:
+            raise RuntimeError(f"{' '.join(command)} did not start: {line}{server.communicate(timeout=60)[1]}")
+        yield line.split(" on ", 1)[1].split()[0], server
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGINT)
+            server.wait(timeout=60)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process `pid` now, in MiB (Linux: /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"/proc/{pid}/status has no VmRSS line")
+
+
 # ---------------------------------------------------------------- FLOPs and the peak
 
 
@@ -132,8 +178,9 @@ def swap_layers(model: nn.Module, makers: dict) -> nn.Module:
     return model
 
 
-def flop_counts(config) -> dict[str, dict[str, int]]:
-    """FLOPs of one training step per image: module name ('Global' for all) -> op -> FLOPs.
+def flop_counts(config, backward: bool = True) -> dict[str, dict[str, int]]:
+    """FLOPs of one training step per image (of one forward pass without `backward`): module name ('Global'
+    for all) -> op -> FLOPs.
 
     torch.utils.flop_counter's count of one forward and backward pass at batch 1 (every counted
     op scales with the batch): 2 FLOPs per multiply-add of the convolutions and fully connected
@@ -146,7 +193,9 @@ def flop_counts(config) -> dict[str, dict[str, int]]:
         model = reference_model(config)
         x = torch.zeros(1, 1, config.image_size, config.image_size)
     with FlopCounterMode(display=False) as counter:
-        model(x).sum().backward()
+        logits = model(x)
+        if backward:
+            logits.sum().backward()
     return {module: {str(op): n for op, n in ops.items()} for module, ops in counter.get_flop_counts().items()}
 
 

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ import pytest
 import torch
 import yaml
 
-from alexnet_mnist.idx import encode_idx
+from alexnet_mnist.idx import TRAIN_IMAGES, TRAIN_LABELS, encode_idx, parse_idx
 from alexnet_mnist.params import TrainParams, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +55,57 @@ REAL_MIRROR = Path(os.environ["MNIST_MIRROR"]).resolve() if os.environ.get("MNIS
 needs_real_mnist = pytest.mark.skipif(
     not (REAL_MIRROR and REAL_MIRROR.is_dir()), reason="MNIST_MIRROR does not name a folder"
 )
+MEAN, STD = 0.1307, 0.3081  # params.yaml's data.mean and data.std
+TRAINED_IMAGES, TRAINED_EPOCHS = 8000, 3  # the `trained` fixture's real training images and passes over them
+
+
+def read_real(name: str, ndim: int) -> np.ndarray:
+    """The real MNIST file `name` (in REAL_MIRROR, plain or gzipped), parsed."""
+    plain = REAL_MIRROR / name
+    data = plain.read_bytes() if plain.exists() else gzip.decompress((REAL_MIRROR / f"{name}.gz").read_bytes())
+    return parse_idx(data, ndim, name)
+
+
+@pytest.fixture(scope="session")
+def untrained(tmp_path_factory) -> Path:
+    """A model file of an untrained AlexNet (67x67): enough to predict a digit for any image."""
+    from alexnet_mnist.model import AlexNet, ModelConfig
+    from alexnet_mnist.model_file import save_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("untrained") / "model.pt"
+    save_model(path, AlexNet(ModelConfig(image_size=67, dropout=0.5)), {"mean": MEAN, "std": STD}, {})
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """(model file, model) of AlexNet at 67x67 trained on TRAINED_IMAGES real images for TRAINED_EPOCHS epochs,
+    without augmentation (the digits it is shown are centred as MNIST's), in the precision `auto` picks: a
+    small real model for the tests of predict and of the served page (about 96% test accuracy; a few minutes
+    on a busy 2-core CPU, about one when idle)."""
+    from alexnet_mnist.device import resolve_precision
+    from alexnet_mnist.model import ModelConfig
+    from alexnet_mnist.model_file import save_model
+    from alexnet_mnist.prepare import normalize
+    from alexnet_mnist.train import fit
+
+    images, labels = read_real(TRAIN_IMAGES, 3), read_real(TRAIN_LABELS, 1)
+
+    def split(part):
+        return {"images": normalize(images[part], MEAN, STD), "labels": torch.from_numpy(labels[part].astype(np.int64))}
+
+    device = torch.device("cpu")
+    precision = resolve_precision("auto", device)
+    params = train_params(
+        epochs=TRAINED_EPOCHS, lr_decay=0.6, batch_size=64, device="cpu", precision=precision, shift=0.0, rotate=0.0
+    )
+    config = ModelConfig(image_size=67, dropout=0.5)
+    run = fit(split(slice(0, TRAINED_IMAGES)), split(slice(-500, None)), config, params, device, precision)
+    path = tmp_path_factory.mktemp("trained") / "model.pt"
+    save_model(path, run.model, {"mean": MEAN, "std": STD}, {})
+    return path, run.model.eval()
+
 
 # Small settings every end-to-end test starts from; the real defaults take hours on a CPU.
 TINY = {
@@ -218,6 +270,18 @@ def assert_fits(table: str, width: int) -> None:
     lines = table.splitlines()
     assert lines and max(len(line) for line in lines) <= width, table
     assert "…" not in table, table
+
+
+def png_of_size(width: int, height: int) -> bytes:
+    """A real, valid 1-bit PNG of width x height white pixels, made row by row: a few bytes per row at any size."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    compressor, row = zlib.compressobj(9), b"\x00" + b"\xff" * ((width + 7) // 8)  # filter byte 0, then pixels
+    body = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])  # 1 bit, gray
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
 
 
 class Project:

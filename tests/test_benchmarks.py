@@ -211,3 +211,30 @@ def test_gpu_check_without_a_gpu_stops_in_one_line_before_any_work(tmp_path):
         .startswith("error: params.yaml: train.device: 'cuda' was asked for but PyTorch sees no CUDA device")
     ), out.stderr
     assert not report.exists()
+
+
+def test_forward_flop_count_is_the_hand_count_of_the_forward():
+    counts = common.flop_counts(ModelConfig(image_size=227, dropout=0.5), backward=False)
+    assert sum(counts["Global"].values()) == sum(forward for forward, _ in hand_counts(227).values())
+
+
+@pytest.mark.slow
+@needs_real_mnist
+def test_serve_load_brief_run_fails_no_request_and_keeps_its_memory(untrained, tmp_path):
+    """16 clients for a few seconds on the small untrained model: every answer right, memory bounded."""
+    out = tmp_path / "report.md"
+    args = [sys.executable, str(ROOT / "benchmarks" / "serve_load.py"), "--model", str(untrained)]
+    args += ["--clients", "16", "--seconds", "4", "--output", str(out)]
+    result = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    report = out.read_text()
+    assert report.strip() in result.stdout
+    (row,) = re.findall(
+        r"^\| (\d+) \| (\d+) \| (\d+\.\d) \| (\d+\.\d) \| (\d+\.\d) \| (\d+), (\d+) \(([+-]\d+)\) \|$", report, re.M
+    )
+    requests, failed, growth = int(row[0]), int(row[1]), int(row[7])
+    assert failed == 0 and requests >= 16
+    assert growth <= 50  # MiB: the target of a 30 s run (docs/serve.md); a leak per request passes it
+    assert float(row[3]) <= float(row[4])  # p50 <= p99
+    floor = re.search(r"= (\d+\.\d) images/s at best; the server reached (\d+\.\d\d) of it", report)
+    assert floor and float(floor[2]) == pytest.approx(float(row[2]) / float(floor[1]), abs=0.01)

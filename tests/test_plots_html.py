@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -16,17 +17,9 @@ from conftest import ROOT, Project, html_template, make_project, tiny_params, wr
 from dvc_render.base import Renderer  # names each chart's div
 from dvc_render.html import PAGE_HTML  # DVC's default page, which loads vega from a CDN
 
-HEADLESS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--host-resolver-rules=MAP * ~NOTFOUND",  # no host name or address resolves: no network at all
-]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import HEADLESS  # Chromium's flags, as the project's scripts run it
+
 EXPERIMENTS = ("exp-a", "exp-b")
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 

@@ -4,25 +4,21 @@ The bad-input tests use an untrained model (any model prints a digit); the agree
 small model on the real MNIST files (MNIST_MIRROR) and write real test digits out as PNG files.
 """
 
-import gzip
 import json
 import re
 import subprocess
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import BIN, REAL_MIRROR, fail_line, needs_real_mnist, train_params
+from conftest import BIN, MEAN, STD, fail_line, needs_real_mnist, png_of_size, read_real
 from PIL import Image
 
-from alexnet_mnist.idx import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, parse_idx
-from alexnet_mnist.model import AlexNet, ModelConfig, to_input
-from alexnet_mnist.model_file import save_model
+from alexnet_mnist.idx import TEST_IMAGES, TEST_LABELS
+from alexnet_mnist.model import to_input
 from alexnet_mnist.prepare import normalize
 
-MEAN, STD = 0.1307, 0.3081  # params.yaml's data.mean and data.std
 pytestmark = pytest.mark.slow  # each test runs the installed command in a new process (about 2 s)
 LINE = re.compile(r"^(?P<path>.+): (?P<digit>\d) \((?P<probability>[01]\.\d{3})\)$")
 
@@ -32,27 +28,6 @@ def predict(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / "alexnet-mnist"), "predict", *args], cwd=cwd, capture_output=True, text=True, timeout=300
     )
-
-
-def png_of_size(path: Path, width: int, height: int) -> None:
-    """A real, valid 1-bit PNG of width x height white pixels, written row by row: tiny on disk at any size."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
-
-    compressor, row = zlib.compressobj(9), b"\x00" + b"\xff" * ((width + 7) // 8)  # filter byte 0, then pixels
-    body = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])  # 1 bit, gray
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
-
-
-@pytest.fixture(scope="module")
-def untrained(tmp_path_factory) -> Path:
-    """A model file of an untrained AlexNet (67x67): enough to print a digit for any image."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("untrained") / "model.pt"
-    save_model(path, AlexNet(ModelConfig(image_size=67, dropout=0.5)), {"mean": MEAN, "std": STD}, {})
-    return path
 
 
 def mnist_png(path: Path, digit: np.ndarray) -> None:
@@ -141,9 +116,9 @@ def test_each_bad_image_gives_one_error_line_and_exit_1(tmp_path, untrained, cas
     elif case == "one colour":
         Image.new("RGB", (64, 48), (30, 160, 60)).save(path)
     elif case == "over twice the bomb limit":  # Pillow refuses it (DecompressionBombError)
-        png_of_size(path, 20_000, 20_000)  # 400 million pixels, > 2 x Image.MAX_IMAGE_PIXELS (89.5 million)
+        path.write_bytes(png_of_size(20_000, 20_000))  # 400 million pixels, > 2 x Image.MAX_IMAGE_PIXELS (89.5 million)
     elif case == "over the bomb limit":  # Pillow only warns; predict refuses it too
-        png_of_size(path, 10_000, 10_000)
+        path.write_bytes(png_of_size(10_000, 10_000))
     elif case == "empty folder":
         path.mkdir()
     if path.is_file():
@@ -187,37 +162,6 @@ def test_without_model_and_dvc_yaml_says_to_pass_model(tmp_path, good_digits):
 
 
 # ---- on the real MNIST files: a small trained model, real test digits written out as images ----
-
-
-def read_real(name: str, ndim: int) -> np.ndarray:
-    plain = REAL_MIRROR / name
-    data = plain.read_bytes() if plain.exists() else gzip.decompress((REAL_MIRROR / f"{name}.gz").read_bytes())
-    return parse_idx(data, ndim, name)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, AlexNet]:
-    """(model file, model) of AlexNet at 67x67 trained on 5,000 real images for 2 epochs (about 93%
-    test accuracy; two minutes on a 2-core CPU)."""
-    from alexnet_mnist.train import fit
-
-    images, labels = read_real(TRAIN_IMAGES, 3), read_real(TRAIN_LABELS, 1)
-
-    def split(part):
-        return {"images": normalize(images[part], MEAN, STD), "labels": torch.from_numpy(labels[part].astype(np.int64))}
-
-    params = train_params(epochs=2, lr=0.0005, lr_decay=0.6, batch_size=64, device="cpu", precision="fp32")
-    run = fit(
-        split(slice(0, 5000)),
-        split(slice(-500, None)),
-        ModelConfig(image_size=67, dropout=0.5),
-        params,
-        torch.device("cpu"),
-        "fp32",
-    )
-    path = tmp_path_factory.mktemp("trained") / "model.pt"
-    save_model(path, run.model, {"mean": MEAN, "std": STD}, {})
-    return path, run.model.eval()
 
 
 def variant(kind: str, digit: np.ndarray, rng: np.random.Generator) -> Image.Image:

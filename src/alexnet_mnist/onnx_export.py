@@ -73,13 +73,16 @@ def export(model: AlexNet, normalization: dict, path: Path) -> None:
     program.save(path, external_data=False)  # weights inside the one file, not beside it
 
 
-def open_session(path: Path) -> tuple[Any, dict[str, str]]:
-    """(onnxruntime session on the CPU, the file's metadata_props); errors name the file."""
+def open_session(path: Path, threads: int | None = None) -> tuple[Any, dict[str, str]]:
+    """(onnxruntime session on the CPU with `threads` threads per operator (default: onnxruntime's choice),
+    the file's metadata_props); errors name the file."""
     import onnxruntime
 
     try:
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: they come back as exceptions, reported in one line
+        if threads is not None:
+            options.intra_op_num_threads = threads
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 -- onnxruntime raises its own types (InvalidProtobuf, Fail, ...) for a bad file
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

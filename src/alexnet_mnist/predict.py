@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -19,10 +20,11 @@ ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 
 
 class Model:
-    """A loaded model: its normalization and a function of (B, 1, 28, 28) float32 -> (B, 10) logits."""
+    """A loaded model: its normalization, its input size (pixels per side) and a function of
+    (B, 1, 28, 28) float32 -> (B, 10) logits."""
 
-    def __init__(self, mean: float, std: float, logits: Callable[[np.ndarray], np.ndarray]):
-        self.mean, self.std, self.logits = mean, std, logits
+    def __init__(self, mean: float, std: float, image_size: int, logits: Callable[[np.ndarray], np.ndarray]):
+        self.mean, self.std, self.image_size, self.logits = mean, std, image_size, logits
 
     def probabilities(self, digits: np.ndarray) -> np.ndarray:
         """(N, 28, 28) uint8 digits, white on black -> (N, 10) float64 probabilities, BATCH at a time."""
@@ -68,12 +70,13 @@ def file_format(path: Path) -> str:
     return found
 
 
-def load(path: Path) -> Model:
-    """The model in `path`, a .pt model file or its .onnx export; errors name the file and the fix."""
-    return _load_torch(path) if file_format(path) == ".pt" else _load_onnx(path)
+def load(path: Path, threads: int | None = None) -> Model:
+    """The model in `path`, a .pt model file or its .onnx export, running on `threads` CPU threads (default:
+    the runtime's choice); errors name the file and the fix."""
+    return _load_torch(path, threads) if file_format(path) == ".pt" else _load_onnx(path, threads)
 
 
-def _load_torch(path: Path) -> Model:
+def _load_torch(path: Path, threads: int | None) -> Model:
     import torch
 
     from .model import to_input
@@ -81,21 +84,23 @@ def _load_torch(path: Path) -> Model:
 
     model, normalization, _ = load_model(path)
     model.eval()
+    if threads is not None:
+        torch.set_num_threads(threads)
     size = model.config.image_size
 
     @torch.inference_mode()
     def logits(x: np.ndarray) -> np.ndarray:  # (B, 1, 28, 28) -> (B, 1, S, S) -> (B, 10)
         return model(to_input(torch.from_numpy(x), size)).float().numpy()
 
-    return Model(normalization["mean"], normalization["std"], logits)
+    return Model(normalization["mean"], normalization["std"], size, logits)
 
 
-def _load_onnx(path: Path) -> Model:
+def _load_onnx(path: Path, threads: int | None) -> Model:
     from .onnx_export import METADATA, REMAKE, open_session
 
-    session, metadata = open_session(path)
+    session, metadata = open_session(path, threads)
     try:
-        mean, std = float(metadata["mean"]), float(metadata["std"])
+        mean, std, size = float(metadata["mean"]), float(metadata["std"]), int(metadata["image_size"])
     except (KeyError, ValueError):
         raise PipelineError(
             f"{path}: an ONNX model without this project's metadata ({', '.join(METADATA)}); {REMAKE}"
@@ -105,15 +110,14 @@ def _load_onnx(path: Path) -> Model:
     def logits(x: np.ndarray) -> np.ndarray:
         return session.run(None, {name: x})[0]
 
-    return Model(mean, std, logits)
+    return Model(mean, std, size, logits)
 
 
 def predict_files(model: Model, paths: list[Path]) -> Iterator[tuple[Path | None, np.ndarray | PipelineError]]:
     """(path, (10,) probabilities) for each image in `paths` (files, or folders of images), in order, BATCH
     images per forward pass. What cannot be predicted comes as (its path or None, the PipelineError
     naming it and saying why)."""
-    from .digits import NoInkError, mnist_digit
-    from .images import expand, read_image
+    from .images import expand
 
     entries = expand(paths)
     for start in range(0, len(entries), BATCH):
@@ -123,26 +127,38 @@ def predict_files(model: Model, paths: list[Path]) -> Iterator[tuple[Path | None
                 results.append((None, entry))
                 continue
             try:
-                results.append((entry, mnist_digit(read_image(entry))))
-            except NoInkError as e:
-                results.append((entry, PipelineError(f"{entry}: {e}")))
-            except PipelineError as e:  # read_image's errors name the file
+                results.append((entry, digit(entry)))
+            except PipelineError as e:  # its errors name the file
                 results.append((entry, e))
-        good = {i: r for i, (_, r) in enumerate(results) if not isinstance(r, PipelineError)}  # index -> digit
+        good = [(i, r) for i, (_, r) in enumerate(results) if isinstance(r, np.ndarray)]  # the prepared digits
         if good:
-            probabilities = model.probabilities(np.stack(list(good.values())))
-            for i, p in zip(good, probabilities, strict=True):
+            probabilities = model.probabilities(np.stack([r for _, r in good]))
+            for (i, _), p in zip(good, probabilities, strict=True):
                 results[i] = (results[i][0], p)
         yield from results
 
 
-def default_model(folder: Path = Path(".")) -> Path:
-    """The model path that dvc.yaml in `folder` names (vars' paths.model), for running in the project."""
+def digit(source: Path | BinaryIO, name: str | Path | None = None, max_pixels: int | None = None) -> np.ndarray:
+    """(28, 28) uint8 MNIST digit of the image in `source`, a file or a binary stream, read as
+    `images.read_image` reads it and prepared as `digits.mnist_digit`. Raises PipelineError naming it
+    (`name`, default the path): not an image, truncated, too large, or no digit in it (NoInkError)."""
+    from .digits import NoInkError, mnist_digit
+    from .images import read_image
+
+    try:
+        return mnist_digit(read_image(source, name, max_pixels))
+    except NoInkError as e:
+        raise NoInkError(f"{source if name is None else name}: {e}") from None
+
+
+def default_model(folder: Path = Path("."), key: str = "model") -> Path:
+    """The model path that dvc.yaml in `folder` names (vars' paths.<key>: model, or onnx for the ONNX export),
+    for running in the project."""
     import yaml
 
     spec = folder / "dvc.yaml"
     try:
-        return Path(yaml.safe_load(spec.read_text())["vars"][0]["paths"]["model"])
+        return Path(yaml.safe_load(spec.read_text())["vars"][0]["paths"][key])
     except FileNotFoundError:
         raise PipelineError(
             f"no dvc.yaml in {folder.resolve()} to name the model; run in the project's folder "
@@ -150,20 +166,30 @@ def default_model(folder: Path = Path(".")) -> Path:
         ) from None
     except (yaml.YAMLError, KeyError, IndexError, TypeError) as e:
         raise PipelineError(
-            f"{spec}: names no model path under vars: paths: model ({type(e).__name__}); pass --model FILE"
+            f"{spec}: names no model path under vars: paths: {key} ({type(e).__name__}); pass --model FILE"
         ) from None
 
 
 def describe(probabilities: np.ndarray, top: int) -> str:
     """'3 (0.998)' for the most likely digit, or the `top` most likely: '3 (0.998), 8 (0.001)'."""
-    order = np.argsort(-probabilities, kind="stable")[:top]
-    return ", ".join(f"{d} ({probabilities[d]:.3f})" for d in order)
+    return ", ".join(f"{d} ({probabilities[d]:.3f})" for d in likeliest(probabilities, top))
 
 
-def as_json(path: Path, probabilities: np.ndarray) -> dict:
-    """{'path', 'digit', 'probabilities': [p0, ..., p9]}."""
-    return {
-        "path": str(path),
+def likeliest(probabilities: np.ndarray, top: int) -> list[int]:
+    """The `top` most likely digits, most likely first (the lower digit first on a tie)."""
+    return [int(d) for d in np.argsort(-probabilities, kind="stable")[:top]]
+
+
+def as_json(path: Path | str | None, probabilities: np.ndarray, top: int | None = None) -> dict:
+    """{'path', 'digit', 'probabilities': [p0, ..., p9]}, and with `top` the `top` likeliest digits,
+    'top': [{'digit', 'probability'}, ...], most likely first."""
+    found: dict[str, object] = {
+        "path": None if path is None else str(path),
         "digit": int(np.argmax(probabilities)),
         "probabilities": [round(float(p), 6) for p in probabilities],
     }
+    if top is not None:
+        found["top"] = [
+            {"digit": d, "probability": round(float(probabilities[d]), 6)} for d in likeliest(probabilities, top)
+        ]
+    return found
