@@ -46,11 +46,12 @@ def main() -> None:
     # a checkpoint is reused only with the same data and the same code (the stage's deps in dvc.yaml)
     inputs = file_digest(paths.train, paths.val) + code_digest(Path(__file__))
 
-    def write_metrics(run) -> None:  # after every epoch, and at the end
+    def write_metrics(run) -> dict:  # after every epoch, and at the end; the metrics it wrote, by split
         training, validation = summarize_history(run.history, len(train_set["labels"]))
         storage.write_csv(paths.history, run.history, storage.HISTORY_COLUMNS)
         storage.write_json(paths.train_metrics, training)
         storage.write_json(paths.val_metrics, validation)
+        return {"train": training, "val": validation}
 
     try:
         with memory.out_of_memory("train", device, config.image_size, "train.batch_size", train_params.batch_size):
@@ -69,11 +70,10 @@ def main() -> None:
         distributed.teardown()
     if not main_process:
         return  # process 0 writes the outputs
-    write_metrics(run)  # also when the checkpoint already held every epoch
-    training, validation = summarize_history(run.history, len(train_set["labels"]))
+    metrics = write_metrics(run)  # also when the checkpoint already held every epoch
     facts = {**dev.describe(device, precision), "processes": processes, "epochs": len(run.history)}
     normalization = {"mean": train_set["mean"], "std": train_set["std"]}
-    save_model(paths.model, run.model, normalization, {"train": training, "val": validation, "run": facts})
+    save_model(paths.model, run.model, normalization, {**metrics, "run": facts})
     print(f"wrote {paths.model}, {paths.history}, {paths.train_metrics}, {paths.val_metrics}")
 
 
