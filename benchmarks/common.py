@@ -152,6 +152,21 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"/proc/{pid}/status has no VmRSS line")
 
 
+def server_timing(header: str) -> dict[str, float]:
+    """A Server-Timing header as `serve` writes it ("prepare;dur=0.81, wait;dur=12.5, model;dur=80.2;desc=\"batch
+    of 9\"") -> {"prepare": 0.81, "wait": 12.5, "model": 80.2, "batch": 9.0}: milliseconds, and the batch size."""
+    found = {}
+    for metric in header.split(","):
+        name, *fields = (part.strip() for part in metric.split(";"))
+        for field in fields:
+            key, _, value = field.partition("=")
+            if key == "dur":
+                found[name] = float(value)
+            elif key == "desc" and value.strip('"').startswith("batch of "):
+                found["batch"] = float(value.strip('"').removeprefix("batch of "))
+    return found
+
+
 # ---------------------------------------------------------------- FLOPs and the peak
 
 

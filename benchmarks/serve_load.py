@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import torch
-from common import ROOT, cpu_lines, flop_counts, peak_candidates, raw_folder, rss_mb, serve, settings
+from common import ROOT, cpu_lines, flop_counts, peak_candidates, raw_folder, rss_mb, serve, server_timing, settings
 from PIL import Image
 
 IMAGES = 500  # different test digits the clients cycle through
@@ -71,6 +71,7 @@ class Client(threading.Thread):
         self.host, self.port = parts.hostname, parts.port
         self.pngs, self.expected, self.next, self.stop, self.most = pngs, expected, start, stop, most
         self.latencies: list[float] = []
+        self.timings: list[dict[str, float]] = []  # each good answer's Server-Timing (ms; and its batch size)
         self.failures: list[str] = []
 
     def run(self) -> None:
@@ -94,14 +95,18 @@ class Client(threading.Thread):
             elif json.loads(body)["digit"] != self.expected[i]:
                 got = json.loads(body)["digit"]
                 self.failures.append(f"digit {got} for test image {i}, expected {self.expected[i]}")
+            else:
+                timing = server_timing(response.getheader("Server-Timing", ""))
+                timing["total"] = self.latencies[-1] * 1000
+                self.timings.append(timing)
         connection.close()
 
 
 def run_clients(
     url: str, pngs: list[bytes], expected: list[int], clients: int, seconds: float, most: float = float("inf")
-) -> tuple[list, list, float]:
-    """(latencies in s, failures, wall seconds) of `clients` clients posting for `seconds`, or until each has
-    posted `most` requests."""
+) -> tuple[list, list, float, list]:
+    """(latencies in s, failures, wall seconds, Server-Timings) of `clients` clients posting for `seconds`, or
+    until each has posted `most` requests."""
     stop = time.perf_counter() + seconds
     threads = [Client(url, pngs, expected, k * len(pngs) // clients, stop, most) for k in range(clients)]
     began = time.perf_counter()
@@ -110,7 +115,32 @@ def run_clients(
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - began
-    return [t for c in threads for t in c.latencies], [f for c in threads for f in c.failures], wall
+    return (
+        [t for c in threads for t in c.latencies],
+        [f for c in threads for f in c.failures],
+        wall,
+        [t for c in threads for t in c.timings],
+    )
+
+
+def phase_table(timings: list[dict[str, float]]) -> list[str]:
+    """Markdown rows: where a request's time went, from the server's Server-Timing headers (median and p99, ms)."""
+    rows = ["| part of a request | median (ms) | p99 (ms) |", "|---|---:|---:|"]
+    phases = {
+        "prepare": "reading and preparing the image (server)",
+        "wait": "waiting for the model (server)",
+        "model": "the forward pass it was part of (server)",
+        "other": "the rest: HTTP, event loop, client",
+    }
+    for key, label in phases.items():
+        if key == "other":
+            values = [t["total"] - t["prepare"] - t["wait"] - t["model"] for t in timings]
+        else:
+            values = [t[key] for t in timings]
+        rows.append(f"| {label} | {np.percentile(values, 50):.1f} | {np.percentile(values, 99):.1f} |")
+    batches = [t["batch"] for t in timings]
+    rows += ["", f"Digits per forward pass, as requests saw them: mean {np.mean(batches):.1f}, max {max(batches):.0f}."]
+    return rows
 
 
 def main() -> None:
@@ -139,7 +169,7 @@ def main() -> None:
         # warm-up, its failures counted too: one client (passes of one digit), then all (passes of many)
         warm = [run_clients(url, pngs, expected, n, args.seconds, most=WARMUP)[1] for n in (1, args.clients)]
         before = rss_mb(server.pid)
-        latencies, failures, wall = run_clients(url, pngs, expected, args.clients, args.seconds)
+        latencies, failures, wall, timings = run_clients(url, pngs, expected, args.clients, args.seconds)
         after = rss_mb(server.pid)
         failures = [*warm[0], *warm[1], *failures]
     milliseconds = np.array(latencies) * 1000
@@ -160,6 +190,8 @@ def main() -> None:
         f"Compute floor: {per_image / 1e9:.3f} GFLOPs per image forward (at {size}x{size}) over the measured fp32 "
         f"peak of {peak / 1e9:.1f} GFLOP/s ({max(peaks, key=peaks.get)}) = {floor:.1f} images/s at best; "
         f"the server reached {throughput / floor:.2f} of it.",
+        "",
+        *phase_table(timings),
     ]
     if failures:
         report += ["", f"First failures ({len(failures)} in all):", *(f"- {f}" for f in failures[:5])]

@@ -238,3 +238,10 @@ def test_serve_load_brief_run_fails_no_request_and_keeps_its_memory(untrained, t
     assert float(row[3]) <= float(row[4])  # p50 <= p99
     floor = re.search(r"= (\d+\.\d) images/s at best; the server reached (\d+\.\d\d) of it", report)
     assert floor and float(floor[2]) == pytest.approx(float(row[2]) / float(floor[1]), abs=0.01)
+    # the server's own account of the time: its three parts, each no longer than the whole at the median
+    phases = dict(re.findall(r"^\| ([^|]+?) \| (-?\d+\.\d) \| -?\d+\.\d \|$", report, re.M))
+    assert len(phases) == 4, report
+    server_side = [float(v) for k, v in phases.items() if "(server)" in k]
+    assert len(server_side) == 3 and all(0 <= v <= float(row[3]) for v in server_side)
+    batch = re.search(r"Digits per forward pass, as requests saw them: mean (\d+\.\d), max (\d+)\.", report)
+    assert batch and 1 <= float(batch[1]) <= int(batch[2]) <= 16

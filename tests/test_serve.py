@@ -118,6 +118,18 @@ def test_an_image_gets_what_predict_json_prints(server, untrained, tmp_path):
     assert status == 200 and form == as_json("digit.png", expected)  # the form's file name is the path
 
 
+def test_each_answer_says_where_its_time_went(server):
+    """Server-Timing (shown by browsers' developer tools; read by benchmarks/serve_load.py): preparation, the
+    wait for the model and the forward pass in ms, and the pass's batch size."""
+    status, response, _ = server.post_image(GOOD)
+    header = response.getheader("Server-Timing")
+    assert status == 200 and header.startswith("prepare;dur="), header
+    timing = common.server_timing(header)
+    assert set(timing) == {"prepare", "wait", "model", "batch"}
+    assert timing["prepare"] > 0 and timing["wait"] >= 0 and timing["model"] > 0 and timing["batch"] == 1
+    assert "Server-Timing" not in dict(server.post_image(b"not an image")[1].getheaders())  # errors: no pass
+
+
 def test_top_lists_the_likeliest_digits_as_predict_top_does(server):
     _, _, plain = server.post_image(GOOD)
     status, _, top = server.post_image(GOOD, query="?top=3")

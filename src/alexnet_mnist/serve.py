@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -66,6 +68,17 @@ def cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A digit's probabilities and how its forward pass went: the seconds it waited for the model (while
+    earlier passes ran), the seconds of its own pass, and how many digits that pass held."""
+
+    probabilities: np.ndarray  # (10,)
+    waited: float
+    ran: float
+    batch: int
+
+
 class Batcher:
     """Runs the model on the digits of concurrent requests together: one forward pass at a time, in one
     worker thread, on every digit that queued while the previous pass ran (up to predict.BATCH).
@@ -77,7 +90,8 @@ class Batcher:
 
     def __init__(self, model: Model):
         self.model = model
-        self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future]] = asyncio.Queue()
+        # (digit, when it was queued, by time.perf_counter, the future of its Answer)
+        self.queue: asyncio.Queue[tuple[np.ndarray, float, asyncio.Future]] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.worker: asyncio.Task | None = None
 
@@ -90,10 +104,10 @@ class Batcher:
             await asyncio.gather(self.worker, return_exceptions=True)
         self.executor.shutdown(wait=True)
 
-    async def probabilities(self, digit_: np.ndarray) -> np.ndarray:
-        """(28, 28) uint8 digit -> its (10,) probabilities."""
+    async def answer(self, digit_: np.ndarray) -> Answer:
+        """(28, 28) uint8 digit -> its probabilities, with its pass's timing."""
         future = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait((digit_, future))
+        self.queue.put_nowait((digit_, time.perf_counter(), future))
         return await future
 
     async def run(self) -> None:
@@ -102,21 +116,23 @@ class Batcher:
             batch = [await self.queue.get()]
             while len(batch) < BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
-            batch = [(d, f) for d, f in batch if not f.done()]  # a client that left cancels its future
+            batch = [entry for entry in batch if not entry[2].done()]  # a client that left cancels its future
             if not batch:
                 continue
+            began = time.perf_counter()
             try:
                 found = await loop.run_in_executor(
-                    self.executor, self.model.probabilities, np.stack([d for d, _ in batch])
+                    self.executor, self.model.probabilities, np.stack([d for d, _, _ in batch])
                 )
             except Exception as e:  # noqa: BLE001 -- each waiting request answers it; the worker goes on
-                for _, future in batch:
+                for _, _, future in batch:
                     if not future.done():
                         future.set_exception(e)
                 continue
-            for (_, future), p in zip(batch, found, strict=True):
+            ran = time.perf_counter() - began
+            for (_, queued, future), p in zip(batch, found, strict=True):
                 if not future.done():
-                    future.set_result(p)
+                    future.set_result(Answer(p, began - queued, ran, len(batch)))
 
 
 def create_app(model_path: Path) -> Starlette:
@@ -145,7 +161,9 @@ def create_app(model_path: Path) -> Starlette:
         try:
             top = top_param(request.query_params.get("top"))
             path, data = await image_of(request)
+            began = time.perf_counter()
             found = await to_thread.run_sync(digit, io.BytesIO(data), path or RAW_NAME, MAX_PIXELS, limiter=preparing)
+            prepared = time.perf_counter() - began
         except RequestError as e:
             return error(e.status, str(e))
         except NoInkError as e:
@@ -154,8 +172,8 @@ def create_app(model_path: Path) -> Starlette:
             return error(413, str(e))
         except PipelineError as e:  # not an image, truncated, damaged
             return error(400, str(e))
-        probabilities = await request.app.state.batcher.probabilities(found)
-        return JSONResponse(as_json(path, probabilities, top))
+        answer = await request.app.state.batcher.answer(found)
+        return JSONResponse(as_json(path, answer.probabilities, top), headers=server_timing(prepared, answer))
 
     async def http_error(request: Request, e: Exception) -> Response:
         assert isinstance(e, HTTPException)
@@ -179,6 +197,15 @@ def create_app(model_path: Path) -> Starlette:
     return Starlette(
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error, Exception: server_error}
     )
+
+
+def server_timing(prepared: float, answer: Answer) -> dict[str, str]:
+    """The Server-Timing header (W3C; browsers' developer tools show it) of a prediction, in milliseconds:
+    the image's reading and preparation, the wait for the model, and the forward pass with its batch size."""
+    return {
+        "Server-Timing": f"prepare;dur={prepared * 1000:.2f}, wait;dur={answer.waited * 1000:.2f}, "
+        f'model;dur={answer.ran * 1000:.2f};desc="batch of {answer.batch}"'
+    }
 
 
 def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
