@@ -191,7 +191,7 @@ def main() -> None:
         f"peak of {peak / 1e9:.1f} GFLOP/s ({max(peaks, key=peaks.get)}) = {floor:.1f} images/s at best; "
         f"the server reached {throughput / floor:.2f} of it.",
         "",
-        *phase_table(timings),
+        *(phase_table(timings) if timings else ["No request was answered: no Server-Timing to report."]),
     ]
     if failures:
         report += ["", f"First failures ({len(failures)} in all):", *(f"- {f}" for f in failures[:5])]
