@@ -125,18 +125,15 @@ def run_clients(
 
 def phase_table(timings: list[dict[str, float]]) -> list[str]:
     """Markdown rows: where a request's time went, from the server's Server-Timing headers (median and p99, ms)."""
-    rows = ["| part of a request | median (ms) | p99 (ms) |", "|---|---:|---:|"]
-    phases = {
-        "prepare": "reading and preparing the image (server)",
+    server = {
+        "prepare": "reading and preparing the image, with any wait for a preparation slot (server)",
         "wait": "waiting for the model (server)",
         "model": "the forward pass it was part of (server)",
-        "other": "the rest: HTTP, event loop, client",
     }
-    for key, label in phases.items():
-        if key == "other":
-            values = [t["total"] - t["prepare"] - t["wait"] - t["model"] for t in timings]
-        else:
-            values = [t[key] for t in timings]
+    parts = {label: [t[key] for t in timings] for key, label in server.items()}
+    parts["the rest: HTTP, event loop, client"] = [t["total"] - sum(t[key] for key in server) for t in timings]
+    rows = ["| part of a request | median (ms) | p99 (ms) |", "|---|---:|---:|"]
+    for label, values in parts.items():
         rows.append(f"| {label} | {np.percentile(values, 50):.1f} | {np.percentile(values, 99):.1f} |")
     batches = [t["batch"] for t in timings]
     rows += ["", f"Digits per forward pass, as requests saw them: mean {np.mean(batches):.1f}, max {max(batches):.0f}."]
