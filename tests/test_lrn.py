@@ -1,5 +1,6 @@
 """The LRN against PyTorch's own computed in float64: forward and gradient, in float64, float32 and bf16,
-across several blocks; its whole-tensor twin for compilers and exporters; and determinism."""
+across several blocks; its whole-tensor twin for compilers, its form for the ONNX export (in onnxruntime
+too); and determinism."""
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from alexnet_mnist.lrn import (
     _LocalResponseNorm,
     block_elements,
     local_response_norm,
+    local_response_norm_for_onnx,
     normalize,
 )
 
@@ -95,6 +97,29 @@ def test_whole_tensor_twin_computes_the_same_with_autograd():
     torch.testing.assert_close(out.detach(), ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(x_.grad, ref_dx, rtol=1e-12, atol=1e-12)
     assert local_response_norm(x.bfloat16(), 5, 1e-4, 0.75, 1.0).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    "size, alpha, beta, k",
+    [(5, 1e-4, 0.75, 1.0), (4, 0.5, 0.6, 2.0)],  # AlexNet's (square roots), and others (Pow, uneven window)
+)
+def test_the_onnx_form_computes_the_same(size, alpha, beta, k):
+    x = activations((2, 7, 5, 5), torch.float64, channels_last=False)
+    expected = nn.LocalResponseNorm(size, alpha, beta, k)(x)
+    torch.testing.assert_close(local_response_norm_for_onnx(x, size, alpha, beta, k), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_onnxruntime_runs_the_exported_lrn_as_a_convolution_and_square_roots(tmp_path):
+    import onnx
+    import onnxruntime
+
+    x = activations((3, 96, 11, 11), channels_last=False)
+    path = tmp_path / "lrn.onnx"
+    torch.onnx.export(LocalResponseNorm(5).eval(), (x,), dynamo=True, verbose=False).save(path)
+    assert sorted({node.op_type for node in onnx.load(path).graph.node}) == ["Conv", "Div", "Mul", "Sqrt"]
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(got), nn.LocalResponseNorm(5)(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

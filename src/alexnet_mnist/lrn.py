@@ -139,16 +139,42 @@ class _LocalResponseNorm(torch.autograd.Function):
 
 
 def local_response_norm(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
-    """The same LRN in whole-tensor operations that autograd, torch.compile and ONNX export all follow.
+    """The same LRN in whole-tensor operations that autograd and torch.compile follow.
 
-    (B, C, H, W) -> (B, C, H, W). Used where the model is traced or compiled; the blockwise version
-    runs everywhere else.
+    (B, C, H, W) -> (B, C, H, W). Used where the model is compiled; the ONNX export records
+    `local_response_norm_for_onnx`, and the blockwise version runs everywhere else.
     """
     a = x.to(compute_dtype(x.dtype))
     padded = F.pad(a * a, (0, 0, 0, 0, size // 2, (size - 1) // 2))  # zeros before and after the channels
     channels = x.shape[1]
     total = cast(torch.Tensor, sum(padded[:, m : m + channels] for m in range(size)))  # never the empty sum's 0
     return (a * (total * (alpha / size) + k).pow(-beta)).to(x.dtype)
+
+
+def local_response_norm_for_onnx(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """The same LRN in the operators onnxruntime runs fastest: what the ONNX export records.
+
+    (B, C, H, W) float32 -> (B, C, H, W). The window sum, times alpha/size, plus k, is one 1x1 convolution
+    of the squares with a band of C x C weights and bias k: onnxruntime keeps it in its blocked
+    convolution layout between the model's convolutions, where the elementwise form exports as a dozen
+    passes over memory (Pad, a Slice and an Add per window channel) that each leave that layout. The band
+    costs 2 C^2 FLOPs per pixel, 7% more than AlexNet's forward pass at 227x227. For AlexNet's beta of 0.75,
+    d^-beta is 1 / (sqrt(d) sqrt(sqrt(d))): onnxruntime's Pow calls std::pow per value, several times
+    slower than two vectorized square roots (BENCHMARKS.md, "Serving under load").
+    """
+    channels = x.shape[1]
+    # built from Python numbers, so that the export records the (C, C, 1, 1) weights as one constant:
+    # output channel c sums the input channels c - size//2 .. c + (size-1)//2
+    band = [
+        [[[alpha / size if -(size // 2) <= i - c <= (size - 1) // 2 else 0.0]] for i in range(channels)]
+        for c in range(channels)
+    ]
+    weight = torch.tensor(band, dtype=x.dtype, device=x.device)
+    d = F.conv2d(x * x, weight, torch.full((channels,), k, dtype=x.dtype, device=x.device))
+    if beta == 0.75:
+        root = torch.sqrt(d)
+        return x / (root * torch.sqrt(root))
+    return x * d.pow(-beta)
 
 
 class LocalResponseNorm(nn.Module):
@@ -159,7 +185,9 @@ class LocalResponseNorm(nn.Module):
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, H, W)
-        if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        if torch.onnx.is_in_onnx_export():
+            return local_response_norm_for_onnx(x, self.size, self.alpha, self.beta, self.k)
+        if torch.compiler.is_compiling():
             return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
         constants = (self.size, self.alpha, self.beta, self.k, block_elements(x.device))
         with torch.autocast(x.device.type, enabled=False):  # the math picks its own precision
