@@ -132,7 +132,15 @@ def serve(model: Path | None) -> Iterator[tuple[str, subprocess.Popen]]:
     free port of 127.0.0.1, once it has loaded the model; stopped with SIGINT (Ctrl-C) on exit."""
     command = [str(Path(sys.executable).parent / "alexnet-mnist"), "serve", "--port", "0"]
     command += ["--model", str(model)] if model else []
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # started as from a terminal, where Ctrl-C reaches it: a shell script's `cmd &` makes its children
+    # ignore SIGINT, and the server would then stop on it without the exit status 130 of an interrupt
+    server = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         line = server.stdout.readline()  # "serving MODEL on URL (Ctrl-C stops)", once the model is loaded
         if " on http://" not in line:
