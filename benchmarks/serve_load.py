@@ -1,6 +1,6 @@
 """Load test of `alexnet-mnist serve`: N concurrent clients post real MNIST test digits as PNGs for S seconds.
 
-    python benchmarks/serve_load.py [--model FILE] [--clients 16] [--seconds 30]
+    python benchmarks/serve_load.py [--model FILE | --untrained SIZE] [--clients 16] [--seconds 30]
 
 Starts the installed server on a free port of 127.0.0.1 (loopback only) and stops it at the end. Each
 client keeps one connection and posts the next digit as soon as the last answer came (a closed loop),
@@ -10,7 +10,8 @@ latency, failed requests, the server's resident memory before and after, and the
 the model's forward FLOPs per image (common.flop_counts) over the machine's measured peak FLOP/s in
 fp32 (common.peak_candidates, measured before the server starts), i.e. the images/s the CPU
 could do at best. The real MNIST files come as the other benchmarks get them (data/raw or
-$MNIST_MIRROR, checked against mnist.sha256).
+$MNIST_MIRROR, checked against mnist.sha256). --untrained SIZE serves an ONNX export of freshly initialized
+weights at SIZE x SIZE instead of a trained model: the speed does not depend on the weights.
 """
 
 from __future__ import annotations
@@ -142,17 +143,44 @@ def phase_table(timings: list[dict[str, float]]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
         "--model", type=Path, help="the model the server loads (default: dvc.yaml's ONNX export, models/model.onnx)"
+    )
+    which.add_argument(
+        "--untrained", type=int, metavar="SIZE", help="serve an ONNX export of untrained weights at SIZE x SIZE"
     )
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long the clients post")
     parser.add_argument("--output", type=Path, help="also write the Markdown report here")
     args = parser.parse_args()
-    from alexnet_mnist.model import ModelConfig
-    from alexnet_mnist.predict import default_model, load
+    from alexnet_mnist.predict import default_model
 
-    model = args.model or ROOT / default_model(ROOT, "onnx")
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.untrained is not None:
+            model = untrained_export(args.untrained, Path(tmp) / f"untrained-{args.untrained}.onnx")
+        else:
+            model = args.model or ROOT / default_model(ROOT, "onnx")
+        load_test(args, model)
+
+
+def untrained_export(size: int, path: Path) -> Path:
+    """`path`: the ONNX export of AlexNet at `size` with its initial weights (seed 0), normalized as params.yaml."""
+    from alexnet_mnist import onnx_export
+    from alexnet_mnist.model import AlexNet, ModelConfig
+
+    data, config = settings()[:2]
+    torch.manual_seed(0)
+    network = AlexNet(ModelConfig(image_size=size, dropout=config.dropout))
+    onnx_export.export(network, {"mean": data.mean, "std": data.std}, path)
+    return path
+
+
+def load_test(args: argparse.Namespace, model: Path) -> None:
+    """Run the clients against a server of `model`; print (and write to --output) the report; exit 1 on failures."""
+    from alexnet_mnist.model import ModelConfig
+    from alexnet_mnist.predict import load
+
     pngs = digit_pngs(IMAGES)
     expected = expected_digits(model, pngs)
     size = load(model).image_size

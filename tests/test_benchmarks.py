@@ -220,15 +220,16 @@ def test_forward_flop_count_is_the_hand_count_of_the_forward():
 
 @pytest.mark.slow
 @needs_real_mnist
-def test_serve_load_brief_run_fails_no_request_and_keeps_its_memory(untrained, tmp_path):
-    """16 clients for a few seconds on the small untrained model: every answer right, memory bounded."""
+def test_serve_load_brief_run_fails_no_request_and_keeps_its_memory(tmp_path):
+    """16 clients for a few seconds on an untrained ONNX export at 67x67: every answer right, memory bounded."""
     out = tmp_path / "report.md"
-    args = [sys.executable, str(ROOT / "benchmarks" / "serve_load.py"), "--model", str(untrained)]
+    args = [sys.executable, str(ROOT / "benchmarks" / "serve_load.py"), "--untrained", "67"]
     args += ["--clients", "16", "--seconds", "4", "--output", str(out)]
     result = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     report = out.read_text()
     assert report.strip() in result.stdout
+    assert "untrained-67.onnx (67x67)" in report
     (row,) = re.findall(
         r"^\| (\d+) \| (\d+) \| (\d+\.\d) \| (\d+\.\d) \| (\d+\.\d) \| (\d+), (\d+) \(([+-]\d+)\) \|$", report, re.M
     )
