@@ -223,17 +223,20 @@ def flop_counts(config, backward: bool = True) -> dict[str, dict[str, int]]:
 
 
 MATMUL_SIDES = (2048, 4096, 6144)
+SMOKE_MATMUL_SIDES = (256, 512, 1024)  # --smoke: the same report in a fraction of a second (6144 takes ~4 s a call)
 
 
-def peak_candidates(device: torch.device, precision: str, config, batch: int) -> dict[str, float]:
-    """Kernel -> FLOP/s, each timed here in `precision`: square matrix products of MATMUL_SIDES, and
+def peak_candidates(
+    device: torch.device, precision: str, config, batch: int, sides: tuple[int, ...] = MATMUL_SIDES
+) -> dict[str, float]:
+    """Kernel -> FLOP/s, each timed here in `precision`: square matrix products of `sides`, and
     each convolution of the model at `config`'s size forward on a batch of `batch` (channels-last,
     as the project runs them). The best of them is the peak that MFU divides by."""
     from alexnet_mnist.model import AlexNet, feature_side
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     found = {}
-    for n in MATMUL_SIDES:
+    for n in sides:
         a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
         out = torch.empty(n, n, device=device, dtype=dtype)
         found[f"matmul {n}x{n}"] = 2 * n**3 / best_seconds(partial(torch.mm, a, b, out=out), device)
@@ -249,7 +252,7 @@ def peak_candidates(device: torch.device, precision: str, config, batch: int) ->
             flops = 2 * batch * conv.out_channels * out_side**2 * conv.in_channels * w.shape[2] * w.shape[3]
             run = partial(torch.nn.functional.conv2d, x, w, None, conv.stride, conv.padding)
             with torch.inference_mode():
-                found[f"conv{len(found) - len(MATMUL_SIDES) + 1} forward"] = flops / best_seconds(run, device)
+                found[f"conv{len(found) - len(sides) + 1} forward"] = flops / best_seconds(run, device)
     return found
 
 

@@ -15,7 +15,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import flop_counts, mnist_splits, peak_candidates, raw_folder, spawn, timed, train_settings, with_band_lrn
+from common import (
+    MATMUL_SIDES,
+    SMOKE_MATMUL_SIDES,
+    flop_counts,
+    mnist_splits,
+    peak_candidates,
+    raw_folder,
+    spawn,
+    timed,
+    train_settings,
+    with_band_lrn,
+)
 
 # profiler event -> part of the step; an event's ops inherit its part. Events: each layer's forward (a
 # scope "forward <class>" that layer_labels opens), autograd's backward nodes, Adam's own scopes, and
@@ -144,7 +155,7 @@ def measure(job: dict) -> dict:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with layer_labels(run.model), profile(activities=activities) as prof:
         wall = timed(lambda: train_epoch(run, run.model, images[n_warm:], labels[n_warm:], params, precision), device)
-    peaks = peak_candidates(device, precision, config, params.batch_size)
+    peaks = peak_candidates(device, precision, config, params.batch_size, tuple(job["matmul_sides"]))
     return {
         "precision": precision,
         "wall_seconds": wall,
@@ -221,6 +232,7 @@ def main() -> None:
                 "root": root,
                 "steps": args.steps,
                 "warmup": args.warmup,
+                "matmul_sides": SMOKE_MATMUL_SIDES if args.smoke else MATMUL_SIDES,
             }
             profiles[lrn] = spawn(Path(__file__), job)
             print(f"{size} {lrn}: {profiles[lrn]}", file=sys.stderr, flush=True)

@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from common import (
     ISA_ENV,
+    MATMUL_SIDES,
+    SMOKE_MATMUL_SIDES,
     cpu_lines,
     flop_counts,
     mnist_splits,
@@ -78,7 +80,7 @@ def measure(job: dict) -> dict:
     else:
         train, evaluation = reference_loop(job, config, params, device, n_warm // batch, n_time // batch, eval_batch)
     memory = peak_memory_mb(device)  # before the peak candidates' matrices
-    peaks = peak_candidates(device, precision, config, batch)
+    peaks = peak_candidates(device, precision, config, batch, tuple(job["matmul_sides"]))
     return {
         "precision": precision,
         "train_images_per_s": n_time / train,
@@ -292,6 +294,7 @@ def main() -> None:
                     "steps": steps,
                     "warmup": args.warmup,
                     "eval_images": args.eval_images,
+                    "matmul_sides": SMOKE_MATMUL_SIDES if args.smoke else MATMUL_SIDES,
                 }
                 results[size][loop].append(spawn(Path(__file__), job))
                 print(f"{size} {loop}: {results[size][loop][-1]}", file=sys.stderr, flush=True)
