@@ -158,7 +158,7 @@ def local_response_norm_for_onnx(x: torch.Tensor, size: int, alpha: float, beta:
     of the squares with a band of C x C weights and bias k: onnxruntime keeps it in its blocked
     convolution layout between the model's convolutions, where the elementwise form exports as a dozen
     passes over memory (Pad, a Slice and an Add per window channel) that each leave that layout. The band
-    costs 2 C^2 FLOPs per pixel, 7% more than AlexNet's forward pass at 227x227. For AlexNet's beta of 0.75,
+    adds 2 C^2 FLOPs per pixel, 7% of AlexNet's forward FLOPs at 227x227. For AlexNet's beta of 0.75,
     d^-beta is 1 / (sqrt(d) sqrt(sqrt(d))): onnxruntime's Pow calls std::pow per value, several times
     slower than two vectorized square roots (BENCHMARKS.md, "Serving under load").
     """
