@@ -51,7 +51,6 @@ def test_the_baseline_history_holds_every_epoch(clone):
     assert [int(row["epoch"]) for row in rows] == list(range(1, epochs + 1))
 
 
-@pytest.mark.xfail(strict=True, reason="the committed baseline predates the metrics layout; `make repro` renews it")
 def test_dvc_metrics_show_fits_a_terminal(clone):
     assert_fits(clone.dvc("metrics", "show", env={"COLUMNS": str(METRICS_WIDTH)}).stdout, METRICS_WIDTH)
 
@@ -60,6 +59,7 @@ def test_dvc_metrics_show_fits_a_terminal(clone):
 # and a validation curve that has settled by the last epochs.
 TARGET_TEST_ACCURACY = 0.994
 LAST_EPOCHS_SPREAD = 0.002  # the last three epochs' validation accuracies lie within this of each other
+ROUNDING = 1e-9  # float subtraction's error: 0.9944 - 0.9924 is 0.0020000000000000018, within 0.002
 LARGEST_DROP = 0.005  # after epoch 3, no epoch's validation accuracy falls more than this below the one before
 
 
@@ -67,5 +67,5 @@ def test_the_baseline_reaches_the_target_and_its_curve_settles(clone):
     assert json.loads((clone.path / PATHS["eval_metrics"]).read_text())["accuracy"] >= TARGET_TEST_ACCURACY
     with open(clone.path / PATHS["history"], newline="") as f:
         val = [float(row["val_accuracy"]) for row in csv.DictReader(f)]
-    assert max(val[-3:]) - min(val[-3:]) <= LAST_EPOCHS_SPREAD, val
-    assert all(before - after <= LARGEST_DROP for before, after in pairwise(val[2:])), val
+    assert max(val[-3:]) - min(val[-3:]) <= LAST_EPOCHS_SPREAD + ROUNDING, val
+    assert all(before - after <= LARGEST_DROP + ROUNDING for before, after in pairwise(val[2:])), val
